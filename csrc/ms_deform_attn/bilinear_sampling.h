@@ -1,0 +1,72 @@
+// Bilinear sampling math shared by the CPU and CUDA kernels of ms_deform_attn.
+//
+// It reproduces grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False) on one
+// (H, W) level: a normalised location (x, y) in [0, 1] maps to the pixel coordinate
+// (x * W - 0.5, y * H - 0.5); each of the four surrounding pixels contributes its bilinear weight
+// if it lies inside the map and nothing otherwise.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define DETRX_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define DETRX_HOST_DEVICE inline
+#endif
+
+namespace detrx {
+
+// The four pixels around one sampling point, in the order
+// top-left (y0, x0), top-right (y0, x1), bottom-left (y1, x0), bottom-right (y1, x1).
+template <typename acc_t>
+struct BilinearFootprint {
+  int64_t pixel[4];  // y * W + x within the level; only meaningful where weight[c] != 0 or inside[c]
+  acc_t weight[4];   // bilinear weight, 0 for pixels outside the map
+  bool inside[4];
+  acc_t frac_x;      // x - x0, in [0, 1)
+  acc_t frac_y;      // y - y0, in [0, 1)
+};
+
+template <typename acc_t>
+DETRX_HOST_DEVICE BilinearFootprint<acc_t> bilinear_footprint(
+    acc_t loc_x, acc_t loc_y, int64_t height, int64_t width) {
+  BilinearFootprint<acc_t> fp;
+  const acc_t x = loc_x * static_cast<acc_t>(width) - acc_t(0.5);
+  const acc_t y = loc_y * static_cast<acc_t>(height) - acc_t(0.5);
+  // No pixel of the map is touched (this also rejects NaN and values too large for int64).
+  const bool touches_map = x > acc_t(-1) && x < static_cast<acc_t>(width) &&
+                           y > acc_t(-1) && y < static_cast<acc_t>(height);
+  const acc_t x_floor = touches_map ? std::floor(x) : acc_t(-2);
+  const acc_t y_floor = touches_map ? std::floor(y) : acc_t(-2);
+  const int64_t x0 = static_cast<int64_t>(x_floor);
+  const int64_t y0 = static_cast<int64_t>(y_floor);
+  fp.frac_x = touches_map ? x - x_floor : acc_t(0);
+  fp.frac_y = touches_map ? y - y_floor : acc_t(0);
+  const acc_t hx = acc_t(1) - fp.frac_x, hy = acc_t(1) - fp.frac_y;
+  const acc_t corner_weight[4] = {hy * hx, hy * fp.frac_x, fp.frac_y * hx, fp.frac_y * fp.frac_x};
+  for (int c = 0; c < 4; ++c) {
+    const int64_t xc = x0 + (c & 1);
+    const int64_t yc = y0 + (c >> 1);
+    fp.inside[c] = xc >= 0 && xc < width && yc >= 0 && yc < height;
+    fp.pixel[c] = yc * width + xc;
+    fp.weight[c] = fp.inside[c] ? corner_weight[c] : acc_t(0);
+  }
+  return fp;
+}
+
+// Given dot[c] = <upstream gradient, value at pixel c> (0 for pixels outside), returns the gradient
+// of the sampled vector's contribution with respect to the normalised location (x, y).
+template <typename acc_t>
+DETRX_HOST_DEVICE void bilinear_location_grad(
+    const BilinearFootprint<acc_t>& fp, const acc_t dot[4], int64_t height, int64_t width,
+    acc_t* grad_x, acc_t* grad_y) {
+  const acc_t hx = acc_t(1) - fp.frac_x, hy = acc_t(1) - fp.frac_y;
+  // d weight / d pixel-x for the four corners is (-hy, hy, -fy, fy); d / d pixel-y is (-hx, -fx, hx, fx).
+  const acc_t d_pixel_x = hy * (dot[1] - dot[0]) + fp.frac_y * (dot[3] - dot[2]);
+  const acc_t d_pixel_y = hx * (dot[2] - dot[0]) + fp.frac_x * (dot[3] - dot[1]);
+  *grad_x = d_pixel_x * static_cast<acc_t>(width);   // pixel x = loc_x * W - 0.5
+  *grad_y = d_pixel_y * static_cast<acc_t>(height);
+}
+
+}  // namespace detrx

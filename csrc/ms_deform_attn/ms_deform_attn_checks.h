@@ -1,0 +1,92 @@
+// Argument checks shared by the CPU and CUDA kernels of ms_deform_attn. They raise ValueError
+// (TORCH_CHECK_VALUE) naming the argument and the expected shape, dtype or device.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <utility>
+#include <vector>
+
+namespace detrx {
+
+struct MSDeformAttnSizes {
+  int64_t batch;     // N
+  int64_t values;    // S = sum of H_l * W_l
+  int64_t heads;     // M
+  int64_t channels;  // D
+  int64_t queries;   // Lq
+  int64_t levels;    // L
+  int64_t points;    // P
+};
+
+inline MSDeformAttnSizes check_ms_deform_attn_inputs(
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
+  TORCH_CHECK_VALUE(value.dim() == 4, "ms_deform_attn: value must be [N, S, M, D], got shape ", value.sizes());
+  TORCH_CHECK_VALUE(at::isFloatingType(value.scalar_type()),
+                    "ms_deform_attn: value must be a floating-point tensor, got ", value.scalar_type());
+  TORCH_CHECK_VALUE(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2 && spatial_shapes.size(0) >= 1,
+                    "ms_deform_attn: spatial_shapes must be [L, 2] with L >= 1, got shape ", spatial_shapes.sizes());
+  const int64_t levels = spatial_shapes.size(0);
+  TORCH_CHECK_VALUE(level_start_index.dim() == 1 && level_start_index.size(0) == levels,
+                    "ms_deform_attn: level_start_index must be [L] = [", levels, "], got shape ",
+                    level_start_index.sizes());
+  TORCH_CHECK_VALUE(spatial_shapes.scalar_type() == at::kLong,
+                    "ms_deform_attn: spatial_shapes must be int64, got ", spatial_shapes.scalar_type());
+  TORCH_CHECK_VALUE(level_start_index.scalar_type() == at::kLong,
+                    "ms_deform_attn: level_start_index must be int64, got ", level_start_index.scalar_type());
+  MSDeformAttnSizes sz{value.size(0), value.size(1), value.size(2), value.size(3), 0, levels, 0};
+  TORCH_CHECK_VALUE(sampling_locations.dim() == 6 && sampling_locations.size(-1) == 2,
+                    "ms_deform_attn: sampling_locations must be [N, Lq, M, L, P, 2], got shape ",
+                    sampling_locations.sizes());
+  sz.queries = sampling_locations.size(1);
+  sz.points = sampling_locations.size(4);
+  const std::vector<int64_t> expected{sz.batch, sz.queries, sz.heads, levels, sz.points, 2};
+  TORCH_CHECK_VALUE(sampling_locations.sizes() == at::IntArrayRef(expected),
+                    "ms_deform_attn: sampling_locations must be [N, Lq, M, L, P, 2] = ", at::IntArrayRef(expected),
+                    " (N, M from value, L from spatial_shapes), got ", sampling_locations.sizes());
+  TORCH_CHECK_VALUE(attention_weights.sizes() == at::IntArrayRef(expected).slice(0, 5),
+                    "ms_deform_attn: attention_weights must be [N, Lq, M, L, P] = ",
+                    at::IntArrayRef(expected).slice(0, 5), ", got ", attention_weights.sizes());
+  const std::pair<const char*, const at::Tensor*> others[] = {
+      {"spatial_shapes", &spatial_shapes}, {"level_start_index", &level_start_index},
+      {"sampling_locations", &sampling_locations}, {"attention_weights", &attention_weights}};
+  for (const auto& [name, tensor] : others) {
+    TORCH_CHECK_VALUE(tensor->device() == value.device(), "ms_deform_attn: ", name,
+                      " must be on value's device ", value.device(), ", got ", tensor->device());
+    const bool is_float_input = tensor == &sampling_locations || tensor == &attention_weights;
+    TORCH_CHECK_VALUE(!is_float_input || tensor->scalar_type() == value.scalar_type(), "ms_deform_attn: ",
+                      name, " must have value's dtype ", value.scalar_type(), ", got ", tensor->scalar_type());
+  }
+
+  // The level layout must tile S exactly, or the kernels would read outside value.
+  const at::Tensor shapes = spatial_shapes.cpu().contiguous();
+  const at::Tensor starts = level_start_index.cpu().contiguous();
+  const int64_t* hw = shapes.data_ptr<int64_t>();
+  const int64_t* start = starts.data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t l = 0; l < levels; ++l) {
+    TORCH_CHECK_VALUE(hw[2 * l] >= 0 && hw[2 * l + 1] >= 0,
+                      "ms_deform_attn: spatial_shapes must be non-negative, got ", spatial_shapes);
+    TORCH_CHECK_VALUE(start[l] == total, "ms_deform_attn: level_start_index must be the running sum of the "
+                      "level areas; level ", l, " should start at ", total, ", got ", start[l]);
+    total += hw[2 * l] * hw[2 * l + 1];
+  }
+  TORCH_CHECK_VALUE(total == sz.values, "ms_deform_attn: spatial_shapes areas sum to ", total,
+                    " but value has S = ", sz.values, " rows (value must be [N, sum H*W, M, D])");
+  return sz;
+}
+
+inline void check_grad_output(const at::Tensor& grad_output, const at::Tensor& value, const MSDeformAttnSizes& sz) {
+  const std::vector<int64_t> expected{sz.batch, sz.queries, sz.heads * sz.channels};
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected),
+                    "ms_deform_attn_backward: grad_output must be [N, Lq, M * D] = ", at::IntArrayRef(expected),
+                    ", got ", grad_output.sizes());
+  TORCH_CHECK_VALUE(grad_output.scalar_type() == value.scalar_type() && grad_output.device() == value.device(),
+                    "ms_deform_attn_backward: grad_output must match value's dtype and device (",
+                    value.scalar_type(), ", ", value.device(), "), got ", grad_output.scalar_type(), ", ",
+                    grad_output.device());
+}
+
+}  // namespace detrx

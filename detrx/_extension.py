@@ -1,0 +1,47 @@
+"""Loads the compiled operators, or explains why they are missing.
+
+`detrx` must import even when `detrx._C` was never built or no longer loads (for example after a
+torch upgrade). The ops then run their pure-PyTorch references, and one warning says how to rebuild.
+"""
+import warnings
+
+import torch
+
+REBUILD_HINT = "rebuild with `pip install -e . --no-build-isolation` (from the detrx checkout)"
+
+try:
+    from detrx import _C
+    _LOAD_ERROR = None
+except (ImportError, OSError) as error:  # never built, or built against another torch
+    _C = None
+    _LOAD_ERROR = error
+
+_warned = False
+
+
+def is_compiled() -> bool:
+    """True when the compiled operators are registered under torch.ops.detrx."""
+    return _C is not None
+
+
+def warn_if_missing() -> None:
+    """Warn once per process that the references are used instead of the compiled ops."""
+    global _warned
+    if _C is None and not _warned:
+        _warned = True
+        warnings.warn(
+            f"detrx: the compiled operators could not be loaded ({_LOAD_ERROR}); falling back to the "
+            f"pure-PyTorch references, which are much slower. To fix it, {REBUILD_HINT}.",
+            RuntimeWarning, stacklevel=3)
+
+
+def build_info() -> dict:
+    """How the extension was built: compiled or not, CUDA or not, archs, and the torch it targets."""
+    info = {"compiled": _C is not None, "torch_runtime": torch.__version__}
+    if _C is None:
+        info.update(cuda=False, cuda_archs="", cpu_flags="", torch_built_against=None,
+                    load_error=str(_LOAD_ERROR), fix=REBUILD_HINT)
+    else:
+        info.update(cuda=bool(_C.WITH_CUDA), cuda_archs=_C.CUDA_ARCHS, cpu_flags=_C.CPU_FLAGS,
+                    torch_built_against=_C.TORCH_VERSION)
+    return info

@@ -1,0 +1,138 @@
+"""Multi-scale deformable attention (Deformable DETR, Zhu et al. 2020) as a torch.library op.
+
+Each query samples P points on each of L feature levels for each of M heads, bilinearly
+(exactly grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)), and returns the
+attention-weighted sum of the samples:
+
+    value               [N, S, M, D]         S = sum_l H_l * W_l, levels flattened row-major
+    spatial_shapes      int64 [L, 2]         (H_l, W_l)
+    level_start_index   int64 [L]            offset of each level in S
+    sampling_locations  [N, Lq, M, L, P, 2]  normalised (x, y); outside [0, 1] samples zeros
+    attention_weights   [N, Lq, M, L, P]     already softmaxed over (L, P)
+    -> output           [N, Lq, M * D]
+
+`ms_deform_attn` runs the compiled CPU/CUDA kernels (the backward is its own op,
+`detrx::ms_deform_attn_backward`); `ms_deform_attn_reference` is the grid_sample formulation.
+Shape, dtype and device errors raise ValueError naming the argument.
+"""
+import torch
+import torch.nn.functional as F
+
+from detrx._extension import is_compiled, warn_if_missing
+
+__all__ = ["ms_deform_attn", "ms_deform_attn_reference"]
+
+
+def _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Checks ranks, sizes, dtypes and devices (everything that needs no tensor data)."""
+    for name, tensor in (("value", value), ("spatial_shapes", spatial_shapes),
+                         ("level_start_index", level_start_index),
+                         ("sampling_locations", sampling_locations),
+                         ("attention_weights", attention_weights)):
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"ms_deform_attn: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if value.dim() != 4:
+        raise ValueError(f"ms_deform_attn: value must be [N, S, M, D], got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise ValueError(f"ms_deform_attn: value must be a floating-point tensor, got {value.dtype}")
+    N, S, M, D = value.shape
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2 or spatial_shapes.shape[0] < 1:
+        raise ValueError(f"ms_deform_attn: spatial_shapes must be [L, 2] with L >= 1, "
+                         f"got shape {tuple(spatial_shapes.shape)}")
+    L = spatial_shapes.shape[0]
+    if level_start_index.shape != (L,):
+        raise ValueError(f"ms_deform_attn: level_start_index must be [L] = [{L}] (one per level of "
+                         f"spatial_shapes), got shape {tuple(level_start_index.shape)}")
+    for name, tensor in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
+        if tensor.dtype != torch.int64:
+            raise ValueError(f"ms_deform_attn: {name} must be int64, got {tensor.dtype}")
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(f"ms_deform_attn: sampling_locations must be [N, Lq, M, L, P, 2], "
+                         f"got shape {tuple(sampling_locations.shape)}")
+    Lq, P = sampling_locations.shape[1], sampling_locations.shape[4]
+    expected = (N, Lq, M, L, P, 2)
+    if tuple(sampling_locations.shape) != expected:
+        raise ValueError(f"ms_deform_attn: sampling_locations must be [N, Lq, M, L, P, 2] = {expected} "
+                         f"(N, M from value, L from spatial_shapes), got {tuple(sampling_locations.shape)}")
+    if tuple(attention_weights.shape) != expected[:5]:
+        raise ValueError(f"ms_deform_attn: attention_weights must be [N, Lq, M, L, P] = {expected[:5]}, "
+                         f"got {tuple(attention_weights.shape)}")
+    for name, tensor in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
+        if tensor.dtype != value.dtype:
+            raise ValueError(f"ms_deform_attn: {name} must have value's dtype {value.dtype}, got {tensor.dtype}")
+    for name, tensor in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index),
+                         ("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
+        if tensor.device != value.device:
+            raise ValueError(f"ms_deform_attn: {name} must be on value's device {value.device}, got {tensor.device}")
+
+
+def _check_levels(spatial_shapes, level_start_index, num_values):
+    """Checks the level layout against S (needs the data of the two small int64 tensors)."""
+    shapes = spatial_shapes.tolist()
+    if any(h < 0 or w < 0 for h, w in shapes):
+        raise ValueError(f"ms_deform_attn: spatial_shapes must be non-negative, got {shapes}")
+    areas = [h * w for h, w in shapes]
+    if sum(areas) != num_values:
+        raise ValueError(f"ms_deform_attn: spatial_shapes areas sum to {sum(areas)} but value has "
+                         f"S = {num_values} rows (value must be [N, sum H*W, M, D])")
+    starts = [sum(areas[:i]) for i in range(len(areas))]
+    if level_start_index.tolist() != starts:
+        raise ValueError(f"ms_deform_attn: level_start_index must be the running sum of the level "
+                         f"areas {starts}, got {level_start_index.tolist()}")
+    return shapes
+
+
+def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """The grid_sample formulation of Deformable DETR (per-level grid_sample, weighted sum)."""
+    _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    shapes = _check_levels(spatial_shapes, level_start_index, value.shape[1])
+    N, S, M, D = value.shape
+    _, Lq, _, L, P, _ = sampling_locations.shape
+    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] coordinates
+    samples = []
+    for level, (h, w) in enumerate(shapes):
+        level_value = value_per_level[level].flatten(2).transpose(1, 2).reshape(N * M, D, h, w)
+        level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [N*M, Lq, P, 2]
+        samples.append(F.grid_sample(level_value, level_grid, mode="bilinear",
+                                     padding_mode="zeros", align_corners=False))  # [N*M, D, Lq, P]
+    weights = attention_weights.transpose(1, 2).reshape(N * M, 1, Lq, L * P)
+    output = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)  # [N*M, D, Lq]
+    return output.view(N, M * D, Lq).transpose(1, 2).contiguous()
+
+
+def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Multi-scale deformable attention with the compiled kernels; see the module docstring."""
+    _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if not is_compiled():
+        warn_if_missing()
+        return ms_deform_attn_reference(value, spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights)
+    return torch.ops.detrx.ms_deform_attn(value, spatial_shapes, level_start_index,
+                                          sampling_locations, attention_weights)
+
+
+if is_compiled():
+    @torch.library.register_fake("detrx::ms_deform_attn")
+    def _ms_deform_attn_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        N, _, M, D = value.shape
+        return value.new_empty((N, sampling_locations.shape[1], M * D))
+
+    @torch.library.register_fake("detrx::ms_deform_attn_backward")
+    def _ms_deform_attn_backward_fake(grad_output, value, spatial_shapes, level_start_index,
+                                      sampling_locations, attention_weights):
+        return (torch.empty_like(value), torch.empty_like(sampling_locations),
+                torch.empty_like(attention_weights))
+
+    def _setup_context(ctx, inputs, output):
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
+        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+    def _backward(ctx, grad_output):
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+        grad_value, grad_locations, grad_weights = torch.ops.detrx.ms_deform_attn_backward(
+            grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return grad_value, None, None, grad_locations, grad_weights
+
+    torch.library.register_autograd("detrx::ms_deform_attn", _backward, setup_context=_setup_context)
