@@ -1,0 +1,25 @@
+"""Draws detections (boxes, class names, scores) on an image and saves it as PNG."""
+from PIL import Image, ImageDraw
+
+PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+           (145, 30, 180), (70, 240, 240), (240, 50, 230))
+
+
+def draw_detections(image, detections, class_names, path, score_threshold=0.5, scale=1):
+    """image uint8 array [H, W, 3]; detections {"boxes" [D, 4] xyxy pixels, "scores", "labels"};
+    writes `path` (upscaled by `scale` so small images stay readable) and returns it."""
+    if score_threshold < 0 or score_threshold > 1:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    canvas = Image.fromarray(image).convert("RGB")
+    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    pen = ImageDraw.Draw(canvas)
+    for box, score, label in zip(detections["boxes"].tolist(), detections["scores"].tolist(),
+                                 detections["labels"].tolist()):
+        if score < score_threshold:
+            continue
+        colour = PALETTE[label % len(PALETTE)]
+        x0, y0, x1, y1 = (v * scale for v in box)
+        pen.rectangle([x0, y0, x1, y1], outline=colour, width=2)
+        pen.text((x0 + 2, max(y0 - 11, 0)), f"{class_names[label]} {score:.2f}", fill=colour)
+    canvas.save(path)
+    return path

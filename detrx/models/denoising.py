@@ -1,0 +1,76 @@
+"""Denoising (DN) queries for DN-DETR and DN-Deformable-DETR, on the DN op (`detrx.ops`).
+
+The op makes `num_groups` noisy copies of every ground-truth (class, box) and the attention mask.
+Here each noisy (class, box) becomes a query positional vector:
+
+    pos = label_embed(class) + box_proj(sine(cx, cy, w, h))                   # [B, K, C]
+
+`label_embed` has num_classes + 1 rows (the last for padded slots). We sum rather than concatenate:
+the sum keeps the full width C for both parts and enters the decoder exactly like the learned
+object-query positions (a C-vector added to queries and keys); concatenating would give each part
+C/2 channels and need another projection to mix them. The content stream of DN queries is zero,
+like that of the object queries.
+"""
+import torch
+from torch import nn
+
+from detrx.models.position_encoding import sine_encoding
+from detrx import ops
+
+
+class DenoisingQueries(nn.Module):
+    """Args:
+        num_classes, d_model: as in the detector (d_model divisible by 8).
+        num_groups: noisy copies of each ground truth.
+        label_noise_ratio, box_noise_scale: the DN-DETR noise (p and lambda).
+        contrastive: also make DINO negatives (larger noise, trained towards "no object").
+        noise_style: "dn_detr" (centre/size jitter) or "dino" (corner jitter).
+    """
+
+    def __init__(self, num_classes, d_model, num_groups=5, label_noise_ratio=0.5, box_noise_scale=0.4,
+                 contrastive=False, noise_style="dn_detr"):
+        super().__init__()
+        if not hasattr(ops, "build_dn_queries"):
+            raise ImportError("DN models need the DN op (detrx.ops.build_dn_queries), which this detrx "
+                              "checkout does not have")
+        if d_model % 8:
+            raise ValueError(f"d_model must be divisible by 8 for the box sine encoding, got {d_model}")
+        self.num_classes, self.num_groups = num_classes, num_groups
+        self.label_noise_ratio, self.box_noise_scale = label_noise_ratio, box_noise_scale
+        self.contrastive, self.noise_style = contrastive, noise_style
+        self.label_embed = nn.Embedding(num_classes + 1, d_model)
+        self.box_proj = nn.Linear(d_model, d_model)
+
+    def embed(self, labels, boxes):
+        """labels [B, K], boxes [B, K, 4] -> query positions [B, K, C]."""
+        box_sine = sine_encoding(boxes, self.box_proj.in_features // 4)  # [B, K, C]
+        return self.label_embed(labels) + self.box_proj(box_sine)
+
+    def forward(self, targets, num_queries, nhead, generator=None):
+        """targets: list of {"labels", "boxes"} -> (dn, query_pos [B, K, C], attn_mask
+        [B * nhead, K + N, K + N] True = blocked, loss_targets dict for the criterion)."""
+        gt_labels, gt_boxes, gt_counts = ops.pad_targets(targets)
+        dn = ops.build_dn_queries(gt_labels, gt_boxes, gt_counts, num_classes=self.num_classes,
+                              num_queries=num_queries, num_groups=self.num_groups,
+                              label_noise_ratio=self.label_noise_ratio, box_noise_scale=self.box_noise_scale,
+                              noise_style=self.noise_style, contrastive=self.contrastive, generator=generator)
+        # Let every query see itself: a fully blocked row (padded DN slots) would softmax to NaN,
+        # and NaN rows poison the weight gradients even where their loss weight is zero.
+        eye = torch.eye(dn.attn_mask.shape[-1], dtype=torch.bool, device=dn.attn_mask.device)
+        attn_mask = (dn.attn_mask & ~eye).repeat_interleave(nhead, dim=0)
+        labels, boxes, box_mask = ops.dn_loss_targets(dn, gt_labels, gt_boxes)
+        loss_targets = {"labels": labels, "boxes": boxes, "box_mask": box_mask, "valid": dn.valid,
+                        "num_groups": dn.num_groups}
+        return dn, self.embed(dn.labels, dn.boxes), attn_mask, loss_targets
+
+
+def split_layers(logits, boxes, num_dn):
+    """Per-layer predictions [L, B, K + N, .] -> ((dn_logits, dn_boxes), (logits, boxes))."""
+    dn_logits, logits = ops.split_dn_outputs(logits, num_dn, dim=-2)
+    dn_boxes, boxes = ops.split_dn_outputs(boxes, num_dn, dim=-2)
+    return (dn_logits, dn_boxes), (logits, boxes)
+
+
+def build_denoising(args):
+    return DenoisingQueries(args.num_classes, args.d_model, args.dn_groups, args.label_noise_ratio,
+                            args.box_noise_scale, args.contrastive, args.dn_noise_style)

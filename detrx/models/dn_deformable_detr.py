@@ -1,0 +1,42 @@
+"""DN-Deformable-DETR: Deformable DETR + denoising queries. A DN query's position vector is built
+as in DN-DETR (`DenoisingQueries`), its content stream is zero, and its reference point is the
+centre of its noisy box, so MSDA samples around the noisy box and the first layer refines from it.
+Only the decoder self-attention takes the DN mask (MSDA cross-attention is per query)."""
+import torch
+
+from detrx.models.deformable_detr import DeformableDETR
+from detrx.models.denoising import split_layers
+from detrx.models.detr import pack_outputs
+
+
+class DNDeformableDETR(DeformableDETR):
+    """DeformableDETR + `denoising` (a `DenoisingQueries`)."""
+
+    def __init__(self, backbone, transformer, num_classes, num_queries, denoising, num_feature_levels=4,
+                 box_refine=True, loss="focal"):
+        super().__init__(backbone, transformer, num_classes, num_queries, num_feature_levels, box_refine, loss)
+        self.denoising = denoising
+
+    def forward(self, images, mask, targets=None, use_dn=None, generator=None):
+        """As DeformableDETR.forward, plus "dn" outputs when DN queries run (see DNDETR.forward)."""
+        use_dn = (self.training and targets is not None) if use_dn is None else use_dn
+        if not use_dn:
+            return super().forward(images, mask)
+        if targets is None:
+            raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
+        tgt, query_pos, reference_points = self.object_queries(images.shape[0])
+        dn, dn_pos, attn_mask, loss_targets = self.denoising(
+            targets, self.num_queries, self.transformer.nhead, generator)
+        query_pos = torch.cat([dn_pos, query_pos], dim=1)  # [B, K + N, C]
+        tgt = torch.cat([torch.zeros_like(dn_pos), tgt], dim=1)
+        reference_points = torch.cat([dn.boxes[..., :2].to(reference_points.dtype), reference_points], dim=1)
+        logits, boxes = self.run(images, mask, tgt, query_pos, reference_points, attn_mask)
+        (dn_logits, dn_boxes), matched = split_layers(logits, boxes, dn.num_dn)
+        outputs = pack_outputs(*matched)
+        outputs["dn"] = {**pack_outputs(dn_logits, dn_boxes), **loss_targets}
+        return outputs
+
+
+def build_dn_deformable_detr(args, backbone, transformer, denoising):
+    return DNDeformableDETR(backbone, transformer, args.num_classes, args.num_queries, denoising,
+                            args.num_feature_levels, args.box_refine, args.loss)

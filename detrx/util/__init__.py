@@ -1,0 +1,1 @@
+"""Small utilities at the bottom of the import graph (no detrx imports)."""
