@@ -1,0 +1,70 @@
+"""The training CLI: one short epoch with a checkpoint, --resume continuing from it, --eval,
+drawing predictions, and torchrun with two CPU processes (gloo)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import detrx.ops
+from detrx import predict, train
+
+from _models_config import TINY
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHORT = TINY + ["--num-train", "6", "--num-val", "4", "--max-steps-per-epoch", "2"]
+
+
+def _read_log(path):
+    with open(os.path.join(path, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("model", ["detr", "deformable_detr", pytest.param("dn_detr", marks=pytest.mark.skipif(
+    not hasattr(detrx.ops, "build_dn_queries"), reason="the DN op (detrx.ops.build_dn_queries) is not in this checkout"))])
+def test_train_checkpoint_resume_eval_and_draw(tmp_path, model):
+    out = str(tmp_path / "run")
+    train.main(["--model", model, *SHORT, "--epochs", "1", "--output-dir", out])
+    log = _read_log(out)
+    steps = [r for r in log if r["type"] == "train"]
+    assert [r["step"] for r in steps] == [0, 1] and all(r["epoch"] == 0 for r in steps)
+    assert {"loss", "loss_ce", "loss_bbox", "loss_giou", "matched_total", "lr"} <= set(steps[0])
+    evals = [r for r in log if r["type"] == "eval"]
+    assert len(evals) == 1 and {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(evals[0])
+    checkpoint = os.path.join(out, "checkpoint.pth")
+    assert os.path.exists(checkpoint)
+
+    train.main(["--model", model, *SHORT, "--epochs", "2", "--output-dir", out, "--resume", checkpoint])
+    resumed = [r for r in _read_log(out)[len(log):] if r["type"] == "train"]
+    assert [r["step"] for r in resumed] == [2, 3] and all(r["epoch"] == 1 for r in resumed)
+
+    train.main(["--model", model, *SHORT, "--output-dir", out, "--resume", checkpoint, "--eval"])
+    assert _read_log(out)[-1]["type"] == "eval"
+
+    drawn = str(tmp_path / "drawn")
+    predict.main(["--checkpoint", checkpoint, "--val", "2", "--out-dir", drawn, "--score-threshold", "0"])
+    assert sorted(os.listdir(drawn)) == ["val_0000.png", "val_0001.png"]
+
+
+def test_cli_rejects_bad_options(tmp_path):
+    with pytest.raises(ValueError, match="--amp needs a CUDA device"):
+        train.main(["--model", "detr", *SHORT, "--amp", "--device", "cpu", "--output-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--dataset coco needs"):
+        train.main(["--dataset", "coco", *SHORT])
+    with pytest.raises(ValueError, match="--epochs"):
+        train.main(["--model", "detr", *SHORT, "--epochs", "0"])
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    out = str(tmp_path / "ddp")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "detrx.train", "--model", "detr", *SHORT, "--num-train", "8", "--epochs", "1", "--device", "cpu", "--output-dir", out]
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = _read_log(out)
+    # 8 images, 2 processes x batch 2: each process takes 2 steps, and only rank 0 writes the log
+    assert [r["step"] for r in log if r["type"] == "train"] == [0, 1]
+    assert len([r for r in log if r["type"] == "eval"]) == 1
+    assert os.path.exists(os.path.join(out, "checkpoint.pth"))
