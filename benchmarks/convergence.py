@@ -3,13 +3,14 @@
 
     python benchmarks/convergence.py            # default run (sized for <= 30 min on 2 CPU cores)
     python benchmarks/convergence.py --quick    # a few minutes; a smoke run, not a result
+    python benchmarks/convergence.py --epochs 12   # any extra train option: a "custom" run
 
 Each (model, seed) trains in its own process (--jobs at a time, one thread each) through
 `detrx.train.train`. Writes to --out:
-    convergence[_quick].json         config, per-step losses, per-epoch val mAP, query centres, summary
-    convergence[_quick]_losses.png   total / class / L1 / GIoU training losses, log y, side by side
-    convergence[_quick]_map.png      val AP and AP50 per epoch
-    convergence[_quick]_queries.png  mean predicted (cx, cy) of every query over the val set,
+    convergence[_quick|_custom].json         config, per-step losses, per-epoch val mAP, query centres, summary
+    convergence[_quick|_custom]_<model>_losses.png   total / class / L1 / GIoU training losses, log y, side by side
+    convergence[_quick|_custom]_<model>_map.png      val AP and AP50 per epoch
+    convergence[_quick|_custom]_<model>_queries.png  mean predicted (cx, cy) of every query over the val set,
                                      early vs late epoch, vanilla vs DN
 The losses compared are the Hungarian (matching-query) terms only: DN-DETR's extra DN terms are
 left out so that both models are measured on the same quantity. Also times a Deformable DETR
@@ -39,7 +40,7 @@ DEFAULT = ["--image-size", "64", "--num-classes", "3", "--min-objects", "1", "--
            "--backbone-widths", "16,32,64,64", "--backbone-blocks", "1,1,1,1", "--detr-stride", "8",
            "--d-model", "64", "--nheads", "4", "--enc-layers", "1", "--dec-layers", "3",
            "--dim-feedforward", "128", "--num-queries", "8", "--dropout", "0", "--num-feature-levels", "3",
-           "--batch-size", "8", "--lr", "5e-4", "--epochs", "12", "--dn-groups", "5", "--no-progress"]
+           "--batch-size", "8", "--lr", "1e-3", "--epochs", "40", "--dn-groups", "5", "--no-progress"]
 QUICK = ["--num-train", "200", "--num-val", "50", "--epochs", "3"]
 PAIRS = {"detr": ("detr", "dn_detr"), "deformable": ("deformable_detr", "dn_deformable_detr")}
 QUERY_SAMPLES = 64  # val images averaged for the query-centre scatter
@@ -204,6 +205,30 @@ def plot_pair(results, vanilla, dn, seeds, summary, prefix, window):
     plt.close(fig)
 
 
+def markdown_table(report):
+    """The measured summary as a markdown table (one row per model, mean [min, max] over seeds)."""
+    def spread(stat):
+        return "n/a" if stat is None else f"{stat['mean']:.3f} [{stat['min']:.3f}, {stat['max']:.3f}]"
+
+    lines = [f"{report['label']} run: seeds {report['seeds']}, {report['pairs'][0]['per_seed'][0]['epochs']} epochs "
+             f"of {report['pairs'][0]['per_seed'][0]['total_steps'] // report['pairs'][0]['per_seed'][0]['epochs']} steps",
+             "", "| Model | final val AP | final val AP50 | epochs to vanilla's final AP50 (ratio) | "
+             "step where class loss reaches vanilla's final floor |", "|---|---|---|---|---|"]
+    for pair in report["pairs"]:
+        vanilla, dn = pair["vanilla"], pair["dn"]
+        lines.append(f"| {vanilla} | {spread(pair.get(f'{vanilla}_final_AP'))} | "
+                     f"{spread(pair.get(f'{vanilla}_final_AP50'))} | (reference) | (floor) |")
+        reach = ", ".join(str(e[f"{dn}_epochs_to_vanilla_final_AP50"]) for e in pair["per_seed"])
+        cross = ", ".join(str(e["dn_class_loss_crossing_step"]) for e in pair["per_seed"])
+        lines.append(f"| {dn} | {spread(pair.get(f'{dn}_final_AP'))} | {spread(pair.get(f'{dn}_final_AP50'))} | "
+                     f"{reach} per seed ({spread(pair.get('epoch_ratio_AP50'))}) | {cross} per seed |")
+    step = report["deformable_step"]
+    lines += ["", f"Deformable DETR training step (batch {step['batch_size']}, {step['threads']} thread): compiled "
+              f"MSDA {step['compiled_ms']:.0f} ms, grid_sample reference {step['reference_ms']:.0f} ms, "
+              f"ratio {step['reference_over_compiled']:.2f}x"]
+    return "\n".join(lines) + "\n"
+
+
 def time_deformable_step(extra, steps=3):
     """ms per Deformable DETR training step with the compiled MSDA op and with the reference."""
     from detrx import build_info
@@ -252,14 +277,16 @@ def main(argv=None):
         return
     seeds = [int(s) for s in opts.seeds.split(",")]
     config = DEFAULT + (QUICK if opts.quick else []) + extra
-    name = "convergence_quick" if opts.quick else "convergence"
+    # extra options change the config: such a run is labelled "custom", never "default"
+    label = "quick" if opts.quick else ("custom" if extra else "default")
+    name = {"quick": "convergence_quick", "custom": "convergence_custom", "default": "convergence"}[label]
     out_dir = os.path.join(opts.work_dir, name)
     os.makedirs(opts.out, exist_ok=True)
     pairs = [PAIRS["detr"]] + ([PAIRS["deformable"]] if opts.deformable else [])
     start = time.time()
     results = launch_all([(m, s) for s in seeds for pair in pairs for m in pair], config, out_dir, opts.jobs)
     torch.set_num_threads(1)
-    report = {"label": "quick" if opts.quick else "default", "config": config, "seeds": seeds,
+    report = {"label": label, "config": config, "seeds": seeds,
               "wall_s": time.time() - start, "torch": torch.__version__, "threads_per_run": 1,
               "deformable_step": time_deformable_step(config), "pairs": []}
     window = max(5, len(results[(pairs[0][0], seeds[0])]["steps"]["loss_ce"]) // 50)
@@ -270,6 +297,8 @@ def main(argv=None):
     report["runs"] = [{**r, "seed": s, "model": m} for (m, s), r in results.items()]
     with open(os.path.join(opts.out, f"{name}.json"), "w") as f:
         json.dump(report, f, indent=1)
+    with open(os.path.join(opts.out, f"{name}.md"), "w") as f:
+        f.write(markdown_table(report))
     print(json.dumps({k: report[k] for k in ("label", "wall_s", "deformable_step")}, indent=1))
     print(json.dumps(report["pairs"], indent=1))
 
