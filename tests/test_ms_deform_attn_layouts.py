@@ -61,3 +61,19 @@ def test_cpu_results_are_bitwise_reproducible(dtype):
     single_thread = cpu_results_with_threads(inputs, 1)
     for a, b, c in zip(first, second, single_thread):
         assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_deterministic_mode(device):
+    """The CPU backward is deterministic and runs under torch.use_deterministic_algorithms; the CUDA
+    backward scatters grad_value with atomics and must refuse."""
+    inputs = make_inputs(channels=16, device=device)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        if device == "cpu":
+            output_and_grads(ms_deform_attn, inputs)
+        else:
+            with pytest.raises(RuntimeError, match="deterministic"):
+                output_and_grads(ms_deform_attn, inputs)
+    finally:
+        torch.use_deterministic_algorithms(previous)

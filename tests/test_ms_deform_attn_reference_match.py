@@ -72,11 +72,11 @@ def test_far_outside_the_map_samples_zero(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_low_precision_at_most_twice_the_reference_error(dtype):
+def test_low_precision_at_most_twice_the_reference_error(device, dtype):
     """flash-attention's rule: against a float64 reference, the kernel in a low dtype may have at
     most twice the error of the PyTorch reference computed in that same dtype."""
     inputs = make_inputs(levels=[(6, 10), (3, 5)], queries=20, heads=2, channels=32, points=4,
-                         low=0.0, high=1.0, dtype=dtype)
+                         low=0.0, high=1.0, dtype=dtype, device=device)
     exact = output_and_grads(ms_deform_attn_reference, [t.double() if t.is_floating_point() else t
                                                         for t in inputs])
     kernel = output_and_grads(ms_deform_attn, inputs)
