@@ -13,14 +13,14 @@ against the float64 reference on the decoder cases (truth_check), and the refere
 column cross-checks it on every case.
 """
 import argparse
-import os
 import sys
+import time
 
 import torch
 
 import detrx
 from attn_inputs import CASES, LEVELS, compulsory_bytes, make_inputs
-from common import describe_machine, format_table, time_callable, write_json
+from common import describe_machine, format_table, load_average, time_callable, write_json
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 from limits import copy_bandwidth, gemm_multiply_adds, roofline
 from memory import check_cpu_peak_method, peak_memory
@@ -44,7 +44,7 @@ def plan(quick):
         return [("decoder N=2 Lq=300", "realistic"), ("decoder N=2 Lq=300", "uniform")], \
             {"min_run_time": 0.2, "min_samples": 2}
     runs = [(case.name, "realistic") for case in CASES]
-    runs += [("encoder N=2", "uniform"), ("decoder N=2 Lq=300", "uniform")]
+    runs += [("encoder N=1", "uniform"), ("decoder N=2 Lq=300", "uniform")]
     return runs, {"min_run_time": 1.0, "min_samples": 3}
 
 
@@ -112,10 +112,13 @@ def measure(case, kind, dtype, device, budget):
         row = {"case": case.name, "locations": kind, "impl": name, "truth_check": truth_check}
         for mode, fn in (("fwd", forward(op, inputs)), ("fwd+bwd", forward_backward(op, inputs, grad_output))):
             print(f"  {case.name:>20} {kind:>9} {name:>9} {mode:>7}", file=sys.stderr, flush=True)
+            start = time.perf_counter()
             results, row[f"{mode}_peak_bytes"] = peak_memory(fn, device)  # also the warm-up call
+            warm_up_s = time.perf_counter() - start
             row.update({f"{mode}_{key}": value for key, value in errors(results, truth, inputs[3]).items()})
             del results
-            row.update({f"{mode}_{key}": value for key, value in time_callable(fn, **budget).items()})
+            timing = time_callable(fn, seconds_per_call=warm_up_s, **budget)
+            row.update({f"{mode}_{key}": value for key, value in timing.items()})
         rows.append(row)
     return rows
 
@@ -149,7 +152,9 @@ def print_report(rows, summary, limits, machine):
             row[f"{mode}_peak_mib"] = row[f"{mode}_peak_bytes"] / MiB
     print(f"\nms_deform_attn on {machine['device']} ({machine.get('gpu_name', machine['cpu_model'])}, "
           f"{machine['torch_threads']} threads), {machine['dtype']}; levels (100,167),(50,84),(25,42),(13,21), "
-          "M=8 D=32 P=4\ntimes: median (IQR) in ms; peak memory above the inputs in MiB; errors against float64\n")
+          "M=8 D=32 P=4\ntimes: median (IQR) in ms; peak memory above the inputs in MiB; errors against float64\n"
+          f"1-min load average {machine['load_average_1min']} at the start, {machine['load_average_1min_at_end']} "
+          f"at the end; the run took {machine['benchmark_seconds']:.0f} s\n")
     print(format_table(rows, [
         ("case", "case", ""), ("locations", "locations", ""), ("impl", "impl", ""),
         ("fwd ms (IQR)", "fwd_ms", ""), ("fwd+bwd ms (IQR)", "fwd+bwd_ms", ""),
@@ -209,13 +214,15 @@ def main():
     machine = describe_machine(device)
     machine.update(dtype=args.dtype, build_info=detrx.build_info())
     runs, budget = plan(args.quick)
+    start = time.perf_counter()
     cases = {case.name: case for case in CASES}
     rows = []
     for case_name, kind in runs:
         rows += measure(cases[case_name], kind, dtype, device, budget)
     summary = ratios(rows)
     limits = roofline_lines(rows, device, dtype) if ROOFLINE_CASE in runs else {}
-    machine["load_average_1min_at_end"] = os.getloadavg()[0]
+    machine["load_average_1min_at_end"] = load_average()
+    machine["benchmark_seconds"] = time.perf_counter() - start
     print_report(rows, summary, limits, machine)
     if args.json:
         write_json(args.json, {"machine": machine, "budget": budget, "rows": rows, "ratios": summary,

@@ -24,6 +24,11 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def load_average():
+    """The 1-minute load average (how busy the machine was; None where the OS has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def describe_machine(device):
     """What a reader needs to compare these figures with others: hardware, software, load, date."""
     description = {
@@ -33,7 +38,7 @@ def describe_machine(device):
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average_1min": load_average(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -44,19 +49,23 @@ def describe_machine(device):
     return description
 
 
-def time_callable(fn, min_run_time, min_samples=3):
-    """Median and inter-quartile range (seconds) of fn().
+def time_callable(fn, min_run_time, min_samples=3, seconds_per_call=None):
+    """Median and inter-quartile range (seconds) of fn(), from at least min_samples samples.
 
-    blocked_autorange picks how many calls make one sample and warms up; samples are added until
-    there are at least min_samples, so that slow functions (one call > min_run_time) still get a
-    spread instead of a single number.
+    Fast functions: blocked_autorange picks how many calls make one sample (warming up on the way)
+    and samples for min_run_time. Slow functions, whose caller has just warmed them up and measured
+    one call (seconds_per_call) at over min_run_time / min_samples: one call per sample,
+    min_samples of them, which saves the block-size estimate (one more slow call).
     """
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    calls_per_sample = measurement.number_per_run
-    while len(measurement.times) < min_samples:
-        extra = timer.timeit(calls_per_sample)
-        measurement = benchmark.Measurement.merge([measurement, extra])[0]  # times stay per call
+    if seconds_per_call is not None and seconds_per_call * min_samples >= min_run_time:
+        samples = [timer.timeit(1) for _ in range(min_samples)]
+    else:
+        samples = [timer.blocked_autorange(min_run_time=min_run_time)]
+    calls_per_sample = samples[0].number_per_run
+    while sum(len(sample.times) for sample in samples) < min_samples:
+        samples.append(timer.timeit(calls_per_sample))
+    measurement = benchmark.Measurement.merge(samples)[0]  # times stay per call
     return {"median_s": measurement.median, "iqr_s": measurement.iqr, "samples": len(measurement.times),
             "calls_per_sample": calls_per_sample}
 
