@@ -2,7 +2,8 @@
 //
 // For each sampling point i of a query (over `heads` heads, L levels, P points) and each corner c
 // (top-left, top-right, bottom-left, bottom-right) it gives whether the pixel lies inside its map,
-// its bilinear weight (0 outside) and, through corner_offset(), where its value row is. It is the
+// its bilinear weight (0 outside), that weight times the point's attention weight, and the row of
+// value (index into S) that the corner reads. It is the
 // math of bilinear_footprint() (bilinear_sampling.h, used by the CUDA kernels) written with at::vec,
 // 8 or 16 points at a time; the CPU-vs-grid_sample tests check it.
 #pragma once
@@ -31,10 +32,12 @@ class QueryTaps {
         padded_((samples_ + Vec::size() - 1) / Vec::size() * Vec::size()),
         width_(padded_, acc_t(0)), height_(padded_, acc_t(0)),  // padding: a 0 x 0 map, never touched
         width_i_(padded_, 0), start_(padded_, 0),
-        attention_(padded_), frac_x_(padded_), frac_y_(padded_), top_left_(padded_) {
+        attention_(padded_), frac_x_(padded_), frac_y_(padded_) {
     for (int c = 0; c < 4; ++c) {
       inside_[c].resize(padded_);
       weight_[c].resize(padded_);
+      tap_weight_[c].resize(padded_);
+      row_[c].resize(padded_);
     }
     for (int64_t i = 0; i < samples_; ++i) {  // sample i = (head * L + l) * P + p
       const int64_t l = (i / sz.points) % sz.levels;
@@ -53,7 +56,8 @@ class QueryTaps {
       const int64_t n = std::min<int64_t>(Vec::size(), samples_ - i);
       Vec loc_x, loc_y;
       load_locations(loc + 2 * i, n, &loc_x, &loc_y);
-      load(attention + i, n).store(&attention_[i]);
+      const Vec a = load(attention + i, n);
+      a.store(&attention_[i]);
       const Vec width = Vec::loadu(&width_[i]), height = Vec::loadu(&height_[i]);
       Vec x = loc_x * width - half;  // pixel coordinates (align_corners=False)
       Vec y = loc_y * height - half;
@@ -74,10 +78,15 @@ class QueryTaps {
         (inside[c] & one).store(&inside_[c][i]);
         (weight[c] & inside[c]).store(&weight_[c][i]);
       }
-      const IndexVec top_left = IndexVec::loadu(&start_[i]) +
-                                at::vec::convert_to_int_of_same_size(y0) * IndexVec::loadu(&width_i_[i]) +
+      const IndexVec width_i = IndexVec::loadu(&width_i_[i]);
+      const IndexVec top_left = IndexVec::loadu(&start_[i]) + at::vec::convert_to_int_of_same_size(y0) * width_i +
                                 at::vec::convert_to_int_of_same_size(x0);
-      top_left.store(&top_left_[i]);
+      const IndexVec one_i(index_t(1));
+      const IndexVec row[4] = {top_left, top_left + one_i, top_left + width_i, top_left + width_i + one_i};
+      for (int c = 0; c < 4; ++c) {
+        (a * weight[c] & inside[c]).store(&tap_weight_[c][i]);
+        row[c].store(&row_[c][i]);
+      }
     }
   }
 
@@ -87,11 +96,9 @@ class QueryTaps {
   acc_t attention(int64_t i) const { return attention_[i]; }
   acc_t frac_x(int64_t i) const { return frac_x_[i]; }
   acc_t frac_y(int64_t i) const { return frac_y_[i]; }
-  int64_t width(int64_t i) const { return width_i_[i]; }
+  acc_t tap_weight(int c, int64_t i) const { return tap_weight_[c][i]; }  // attention * bilinear weight
   // Row of value (index into S) read by corner c of point i; only meaningful where inside(c, i).
-  int64_t corner_row(int c, int64_t i) const {
-    return static_cast<int64_t>(top_left_[i]) + (c & 1) + (c >> 1) * static_cast<int64_t>(width_i_[i]);
-  }
+  int64_t corner_row(int c, int64_t i) const { return static_cast<int64_t>(row_[c][i]); }
 
  private:
   template <typename scalar_t>
@@ -116,8 +123,8 @@ class QueryTaps {
   std::vector<acc_t> width_, height_;       // per point: its level's size
   std::vector<index_t> width_i_, start_;    // per point: its level's width and first row
   std::vector<acc_t> attention_, frac_x_, frac_y_;
-  std::vector<index_t> top_left_;
-  std::vector<acc_t> inside_[4], weight_[4];
+  std::vector<acc_t> inside_[4], weight_[4], tap_weight_[4];
+  std::vector<index_t> row_[4];
 };
 
 }  // namespace detrx
