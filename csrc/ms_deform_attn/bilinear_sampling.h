@@ -35,37 +35,40 @@ DETRX_HOST_DEVICE BilinearFootprint<acc_t> bilinear_footprint(
   const acc_t x = loc_x * static_cast<acc_t>(width) - acc_t(0.5);
   const acc_t y = loc_y * static_cast<acc_t>(height) - acc_t(0.5);
   // No pixel of the map is touched (this also rejects NaN and values too large for int64).
-  const bool touches_map = x > acc_t(-1) && x < static_cast<acc_t>(width) &&
-                           y > acc_t(-1) && y < static_cast<acc_t>(height);
-  const acc_t x_floor = touches_map ? std::floor(x) : acc_t(-2);
-  const acc_t y_floor = touches_map ? std::floor(y) : acc_t(-2);
+  // Everything below is branch-free (& and selects), so CPU loops over sampling points vectorise.
+  const bool touches_map = (x > acc_t(-1)) & (x < static_cast<acc_t>(width)) &
+                           (y > acc_t(-1)) & (y < static_cast<acc_t>(height));
+  const acc_t x_floor = std::floor(touches_map ? x : acc_t(-2));
+  const acc_t y_floor = std::floor(touches_map ? y : acc_t(-2));
   const int64_t x0 = static_cast<int64_t>(x_floor);
   const int64_t y0 = static_cast<int64_t>(y_floor);
   fp.frac_x = touches_map ? x - x_floor : acc_t(0);
   fp.frac_y = touches_map ? y - y_floor : acc_t(0);
   const acc_t hx = acc_t(1) - fp.frac_x, hy = acc_t(1) - fp.frac_y;
-  const acc_t corner_weight[4] = {hy * hx, hy * fp.frac_x, fp.frac_y * hx, fp.frac_y * fp.frac_x};
+  const bool inside_x[2] = {x0 >= 0, x0 + 1 < width};
+  const bool inside_y[2] = {y0 >= 0, y0 + 1 < height};
+  const acc_t weight_x[2] = {hx, fp.frac_x};
+  const acc_t weight_y[2] = {hy, fp.frac_y};
+#pragma unroll
   for (int c = 0; c < 4; ++c) {
-    const int64_t xc = x0 + (c & 1);
-    const int64_t yc = y0 + (c >> 1);
-    fp.inside[c] = xc >= 0 && xc < width && yc >= 0 && yc < height;
-    fp.pixel[c] = yc * width + xc;
-    fp.weight[c] = fp.inside[c] ? corner_weight[c] : acc_t(0);
+    fp.inside[c] = touches_map & inside_x[c & 1] & inside_y[c >> 1];
+    fp.pixel[c] = (y0 + (c >> 1)) * width + x0 + (c & 1);
+    fp.weight[c] = fp.inside[c] ? weight_y[c >> 1] * weight_x[c & 1] : acc_t(0);
   }
   return fp;
 }
 
-// Given dot[c] = <upstream gradient, value at pixel c> (0 for pixels outside), returns the gradient
-// of the sampled vector's contribution with respect to the normalised location (x, y).
+// Given the fractional position (frac_x, frac_y) of a point inside its pixel cell and
+// dot[c] = <upstream gradient, value at corner c> (0 for corners outside the map), returns the
+// gradient of the bilinear sample with respect to the normalised location (x, y).
 template <typename acc_t>
 DETRX_HOST_DEVICE void bilinear_location_grad(
-    const BilinearFootprint<acc_t>& fp, const acc_t dot[4], int64_t height, int64_t width,
-    acc_t* grad_x, acc_t* grad_y) {
-  const acc_t hx = acc_t(1) - fp.frac_x, hy = acc_t(1) - fp.frac_y;
+    acc_t frac_x, acc_t frac_y, const acc_t dot[4], int64_t height, int64_t width, acc_t* grad_x, acc_t* grad_y) {
+  const acc_t hx = acc_t(1) - frac_x, hy = acc_t(1) - frac_y;
   // d weight / d pixel-x for the four corners is (-hy, hy, -fy, fy); d / d pixel-y is (-hx, -fx, hx, fx).
-  const acc_t d_pixel_x = hy * (dot[1] - dot[0]) + fp.frac_y * (dot[3] - dot[2]);
-  const acc_t d_pixel_y = hx * (dot[2] - dot[0]) + fp.frac_x * (dot[3] - dot[1]);
-  *grad_x = d_pixel_x * static_cast<acc_t>(width);   // pixel x = loc_x * W - 0.5
+  const acc_t d_pixel_x = hy * (dot[1] - dot[0]) + frac_y * (dot[3] - dot[2]);
+  const acc_t d_pixel_y = hx * (dot[2] - dot[0]) + frac_x * (dot[3] - dot[1]);
+  *grad_x = d_pixel_x * static_cast<acc_t>(width);  // pixel x = loc_x * W - 0.5
   *grad_y = d_pixel_y * static_cast<acc_t>(height);
 }
 

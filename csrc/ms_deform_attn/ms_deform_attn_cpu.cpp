@@ -1,13 +1,15 @@
 // CPU kernels of ms_deform_attn (forward and backward).
 //
-// Forward: threads split the (batch, query) rows; each row gathers, for every head, the
-// 4 * L * P bilinear taps into a D-channel accumulator. When D is 16, 32 or 64 the accumulator is a
-// compile-time array that the compiler keeps in SIMD registers; other D use the same code with a
-// runtime channel count.
+// Forward: threads split the (batch, query) rows. For each row the bilinear taps of all its
+// sampling points are computed with SIMD (cpu_query_taps.h), then each head gathers its taps into a
+// D-channel sum: in at::vec registers for float32/float64 with D in {16, 32, 64}, else a plain
+// channel loop.
 //
 // Backward: each task owns one (batch, head) slice of grad_value, so the scatter of the value
 // gradient needs no atomics and the result does not depend on the thread count or schedule.
 // Reduced-precision inputs (float16, bfloat16) are computed in float32.
+#include "cpu_vec.h"  // first: it picks the SIMD width of at::vec
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -19,28 +21,22 @@
 #include <type_traits>
 #include <vector>
 
-#include "ms_deform_attn/bilinear_sampling.h"
+#include "ms_deform_attn/bilinear_sampling.h"  // bilinear_location_grad
+#include "ms_deform_attn/cpu_query_taps.h"
 #include "ms_deform_attn/ms_deform_attn_checks.h"
 
 namespace detrx {
 namespace {
 
-// D channels of accumulator: a fixed-size array (kChannels > 0) or a runtime-sized buffer.
-template <typename acc_t, int kChannels>
-struct ChannelBuffer {
-  acc_t data[kChannels];
-  explicit ChannelBuffer(int64_t) {}
-  acc_t* get() { return data; }
-};
+using at::vec::Vectorized;
 
-template <typename acc_t>
-struct ChannelBuffer<acc_t, 0> {
-  std::vector<acc_t> data;
-  explicit ChannelBuffer(int64_t channels) : data(channels) {}
-  acc_t* get() { return data.data(); }
-};
+// Channel counts with a SIMD-register path (scalar_t float32/float64); others take the plain loop.
+template <typename scalar_t, int kChannels>
+constexpr bool kSimdChannels = std::is_same_v<scalar_t, at::opmath_type<scalar_t>> && kChannels > 0 &&
+                               kChannels % Vectorized<scalar_t>::size() == 0 &&
+                               kChannels / Vectorized<scalar_t>::size() <= 4;
 
-// Calls body.template operator()<kChannels>() with kChannels = D for the specialised sizes, else 0.
+// Calls body(std::integral_constant<int, kChannels>) with kChannels = D for 16, 32 and 64, else 0.
 template <typename Body>
 void dispatch_channels(int64_t channels, const Body& body) {
   switch (channels) {
@@ -51,46 +47,107 @@ void dispatch_channels(int64_t channels, const Body& body) {
   }
 }
 
+// out[0:D] = sum over the head's points i in [first, first + count) and their corners inside the map
+// of attention * bilinear weight * value row (taps of weight 0 are skipped, as they add nothing). Corner c goes to sum c, so consecutive taps do not
+// wait on each other. SIMD registers for float32/float64 with D in {16, 32, 64} ...
+template <typename scalar_t, int kChannels>
+std::enable_if_t<kSimdChannels<scalar_t, kChannels>> gather_head(
+    const scalar_t* value, int64_t row_stride, const QueryTaps<scalar_t>& taps, int64_t first, int64_t count,
+    int64_t, scalar_t* out) {
+  using Vec = Vectorized<scalar_t>;
+  constexpr int kVecs = kChannels / Vec::size();
+  Vec acc[4][kVecs];
+  for (auto& sum : acc)
+    for (auto& v : sum) v = Vec(scalar_t(0));
+  for (int64_t i = first; i < first + count; ++i) {
+    for (int c = 0; c < 4; ++c) {
+      const scalar_t w = taps.tap_weight(c, i);
+      if (w == scalar_t(0)) continue;  // outside the map (or a zero weight: nothing to add)
+      const scalar_t* row = value + taps.corner_row(c, i) * row_stride;
+      for (int k = 0; k < kVecs; ++k) acc[c][k] = at::vec::fmadd(Vec(w), Vec::loadu(row + k * Vec::size()), acc[c][k]);
+    }
+  }
+  for (int k = 0; k < kVecs; ++k) ((acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k])).store(out + k * Vec::size());
+}
+
+// ... or a plain channel loop (any D; float16/bfloat16 summed in float32).
+template <typename scalar_t, int kChannels, typename acc_t>
+std::enable_if_t<!kSimdChannels<scalar_t, kChannels>> gather_head(
+    const scalar_t* value, int64_t row_stride, const QueryTaps<acc_t>& taps, int64_t first, int64_t count,
+    int64_t channels, scalar_t* out) {
+  thread_local std::vector<acc_t> acc;
+  acc.assign(channels, acc_t(0));
+  for (int64_t i = first; i < first + count; ++i) {
+    for (int c = 0; c < 4; ++c) {
+      const acc_t w = taps.tap_weight(c, i);
+      if (w == acc_t(0)) continue;
+      const scalar_t* row = value + taps.corner_row(c, i) * row_stride;
+      for (int64_t d = 0; d < channels; ++d) acc[d] += w * static_cast<acc_t>(row[d]);
+    }
+  }
+  for (int64_t d = 0; d < channels; ++d) out[d] = static_cast<scalar_t>(acc[d]);
+}
+
 template <typename scalar_t, int kChannels>
 void forward_kernel(const MSDeformAttnSizes& sz, const scalar_t* value, const int64_t* spatial_shapes,
                     const int64_t* level_start, const scalar_t* locations, const scalar_t* weights,
                     scalar_t* output) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t D = kChannels > 0 ? kChannels : sz.channels;
-  const int64_t M = sz.heads, L = sz.levels, P = sz.points;
+  const int64_t M = sz.heads, D = sz.channels, LP = sz.levels * sz.points;
   const int64_t row_stride = M * D;  // value elements per spatial position
-  const int64_t grain = std::max<int64_t>(1, 2048 / (M * L * P));
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, M * LP));  // ~2048 samples a chunk
   at::parallel_for(0, sz.batch * sz.queries, grain, [&](int64_t begin, int64_t end) {
-    ChannelBuffer<acc_t, kChannels> buffer(D);
-    acc_t* acc = buffer.get();
+    QueryTaps<acc_t> taps(sz, M, spatial_shapes, level_start);
     for (int64_t row = begin; row < end; ++row) {  // row = n * Lq + q
       const scalar_t* value_n = value + (row / sz.queries) * sz.values * row_stride;
+      taps.compute(locations + 2 * row * M * LP, weights + row * M * LP);
       for (int64_t m = 0; m < M; ++m) {
-        const int64_t sample0 = (row * M + m) * L * P;
-        const scalar_t* loc = locations + 2 * sample0;  // [L, P, 2]
-        const scalar_t* weight = weights + sample0;     // [L, P]
-        for (int64_t d = 0; d < D; ++d) acc[d] = acc_t(0);
-        for (int64_t l = 0; l < L; ++l) {
-          const int64_t H = spatial_shapes[2 * l], W = spatial_shapes[2 * l + 1];
-          const scalar_t* value_level = value_n + level_start[l] * row_stride + m * D;
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t s = l * P + p;
-            const auto fp = bilinear_footprint<acc_t>(loc[2 * s], loc[2 * s + 1], H, W);
-            const acc_t a = static_cast<acc_t>(weight[s]);
-            for (int c = 0; c < 4; ++c) {
-              if (!fp.inside[c]) continue;
-              const acc_t w = a * fp.weight[c];
-              const scalar_t* v = value_level + fp.pixel[c] * row_stride;
-              for (int64_t d = 0; d < D; ++d) acc[d] += w * static_cast<acc_t>(v[d]);
-            }
-          }
-        }
-        scalar_t* out = output + (row * M + m) * D;
-        for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
+        gather_head<scalar_t, kChannels>(value_n + m * D, row_stride, taps, m * LP, LP, D,
+                                         output + (row * M + m) * D);
       }
     }
   });
 }
+
+// Backward of one corner tap: grad_value row += w * g, and returns <g, value row>.
+// SIMD version for float32/float64 with D = kChannels ...
+template <typename scalar_t, int kChannels>
+struct TapBackward {
+  using Vec = Vectorized<scalar_t>;
+  static constexpr int kVecs = kChannels / Vec::size();
+  Vec g[kVecs];
+
+  TapBackward(const scalar_t* grad_out, int64_t) {
+    for (int k = 0; k < kVecs; ++k) g[k] = Vec::loadu(grad_out + k * Vec::size());
+  }
+
+  scalar_t operator()(const scalar_t* v, scalar_t* gv, scalar_t w) const {
+    const Vec wv(w);
+    Vec dot(scalar_t(0));
+    for (int k = 0; k < kVecs; ++k) {
+      dot = at::vec::fmadd(g[k], Vec::loadu(v + k * Vec::size()), dot);
+      at::vec::fmadd(wv, g[k], Vec::loadu(gv + k * Vec::size())).store(gv + k * Vec::size());
+    }
+    return at::vec::vec_reduce_all<scalar_t>([](Vec& x, Vec& y) { return x + y; }, dot);
+  }
+};
+
+// ... and the plain loop for other D and for float16/bfloat16 (g and the grad_value slice in float32).
+template <typename scalar_t, typename acc_t>
+struct PlainTapBackward {
+  std::vector<acc_t> g;
+
+  PlainTapBackward(const scalar_t* grad_out, int64_t channels) : g(grad_out, grad_out + channels) {}
+
+  acc_t operator()(const scalar_t* v, acc_t* gv, acc_t w) const {
+    acc_t dot = 0;
+    for (size_t d = 0; d < g.size(); ++d) {
+      dot += g[d] * static_cast<acc_t>(v[d]);
+      gv[d] += w * g[d];
+    }
+    return dot;
+  }
+};
 
 template <typename scalar_t, int kChannels>
 void backward_kernel(const MSDeformAttnSizes& sz, const scalar_t* grad_output, const scalar_t* value,
@@ -99,12 +156,12 @@ void backward_kernel(const MSDeformAttnSizes& sz, const scalar_t* grad_output, c
                      scalar_t* grad_weights) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr bool kAccumulateInPlace = std::is_same_v<acc_t, scalar_t>;
-  const int64_t D = kChannels > 0 ? kChannels : sz.channels;
-  const int64_t M = sz.heads, L = sz.levels, P = sz.points, S = sz.values;
+  using Tap = std::conditional_t<kSimdChannels<scalar_t, kChannels>, TapBackward<scalar_t, kChannels>,
+                                 PlainTapBackward<scalar_t, acc_t>>;
+  const int64_t M = sz.heads, D = sz.channels, P = sz.points, LP = sz.levels * P, S = sz.values;
   const int64_t row_stride = M * D;
   at::parallel_for(0, sz.batch * M, 1, [&](int64_t begin, int64_t end) {
-    ChannelBuffer<acc_t, kChannels> grad_buffer(D);
-    acc_t* g = grad_buffer.get();
+    QueryTaps<acc_t> taps(sz, 1, spatial_shapes, level_start);
     // float16/bfloat16: this (batch, head) slice of grad_value is summed in float32 first.
     std::vector<acc_t> slice_buffer(kAccumulateInPlace ? 0 : S * D);
     for (int64_t task = begin; task < end; ++task) {
@@ -122,46 +179,41 @@ void backward_kernel(const MSDeformAttnSizes& sz, const scalar_t* grad_output, c
         grad_slice_stride = D;
       }
       for (int64_t q = 0; q < sz.queries; ++q) {
-        const int64_t row = n * sz.queries + q;
-        const scalar_t* grad_out = grad_output + (row * M + m) * D;
-        for (int64_t d = 0; d < D; ++d) g[d] = static_cast<acc_t>(grad_out[d]);
-        const int64_t sample0 = (row * M + m) * L * P;
-        for (int64_t l = 0; l < L; ++l) {
-          const int64_t H = spatial_shapes[2 * l], W = spatial_shapes[2 * l + 1];
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t s = sample0 + l * P + p;
-            const auto fp = bilinear_footprint<acc_t>(locations[2 * s], locations[2 * s + 1], H, W);
-            const acc_t a = static_cast<acc_t>(weights[s]);
-            acc_t dot[4] = {0, 0, 0, 0};  // <grad_out, value at corner c>
-            for (int c = 0; c < 4; ++c) {
-              if (!fp.inside[c]) continue;
-              const int64_t position = level_start[l] + fp.pixel[c];
-              const scalar_t* v = value_nm + position * row_stride;
-              acc_t* gv = grad_slice + position * grad_slice_stride;
-              const acc_t w = a * fp.weight[c];
-              acc_t sum = 0;
-              for (int64_t d = 0; d < D; ++d) {
-                sum += g[d] * static_cast<acc_t>(v[d]);
-                gv[d] += w * g[d];
-              }
-              dot[c] = sum;
-            }
-            acc_t grad_x, grad_y;
-            bilinear_location_grad(fp, dot, H, W, &grad_x, &grad_y);
-            grad_locations[2 * s] = static_cast<scalar_t>(a * grad_x);
-            grad_locations[2 * s + 1] = static_cast<scalar_t>(a * grad_y);
-            grad_weights[s] = static_cast<scalar_t>(fp.weight[0] * dot[0] + fp.weight[1] * dot[1] +
-                                                    fp.weight[2] * dot[2] + fp.weight[3] * dot[3]);
+        const int64_t head_row = (n * sz.queries + q) * M + m;
+        const int64_t sample0 = head_row * LP;
+        taps.compute(locations + 2 * sample0, weights + sample0);
+        const Tap tap(grad_output + head_row * D, D);
+        for (int64_t i = 0; i < LP; ++i) {
+          const acc_t a = taps.attention(i);
+          acc_t dot[4] = {0, 0, 0, 0};  // <grad_out, value at corner c>
+          for (int c = 0; c < 4; ++c) {
+            if (!taps.inside(c, i)) continue;
+            const int64_t r = taps.corner_row(c, i);
+            dot[c] = tap(value_nm + r * row_stride, grad_slice + r * grad_slice_stride, a * taps.weight(c, i));
           }
+          const int64_t l = i / P;
+          acc_t grad_x, grad_y;
+          bilinear_location_grad(taps.frac_x(i), taps.frac_y(i), dot, spatial_shapes[2 * l],
+                                 spatial_shapes[2 * l + 1], &grad_x, &grad_y);
+          grad_locations[2 * (sample0 + i)] = static_cast<scalar_t>(a * grad_x);
+          grad_locations[2 * (sample0 + i) + 1] = static_cast<scalar_t>(a * grad_y);
+          grad_weights[sample0 + i] = static_cast<scalar_t>(taps.weight(0, i) * dot[0] + taps.weight(1, i) * dot[1] +
+                                                            taps.weight(2, i) * dot[2] + taps.weight(3, i) * dot[3]);
         }
       }
       if constexpr (!kAccumulateInPlace) {
-        for (int64_t i = 0; i < S; ++i)
+        for (int64_t s = 0; s < S; ++s)
           for (int64_t d = 0; d < D; ++d)
-            grad_value_nm[i * row_stride + d] = static_cast<scalar_t>(slice_buffer[i * D + d]);
+            grad_value_nm[s * row_stride + d] = static_cast<scalar_t>(slice_buffer[s * D + d]);
       }
     }
   });
+}
+
+// The CPU kernels index value rows with int32 for float32 inputs (cpu_query_taps.h).
+void check_cpu_limits(const MSDeformAttnSizes& sz) {
+  TORCH_CHECK_VALUE(sz.values < (int64_t(1) << 31), "ms_deform_attn (CPU): value must have S < 2^31 rows, got S = ",
+                    sz.values);
 }
 
 at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
@@ -169,6 +221,7 @@ at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial
                               const at::Tensor& attention_weights) {
   const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                               attention_weights);
+  check_cpu_limits(sz);
   auto output = at::empty({sz.batch, sz.queries, sz.heads * sz.channels}, value.options());
   if (output.numel() == 0) return output;
   const auto value_c = value.contiguous(), shapes_c = spatial_shapes.contiguous();
@@ -191,6 +244,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                               attention_weights);
   check_grad_output(grad_output, value, sz);
+  check_cpu_limits(sz);
   auto grad_value = at::zeros(value.sizes(), value.options());
   auto grad_locations = at::empty(sampling_locations.sizes(), value.options());
   auto grad_weights = at::empty(attention_weights.sizes(), value.options());

@@ -149,7 +149,7 @@ __global__ void backward_kernel(int64_t total, MSDeformAttnSizes sz, const scala
           }
         }
         acc_t grad_x, grad_y;
-        bilinear_location_grad(fp, dot, H, W, &grad_x, &grad_y);
+        bilinear_location_grad(fp.frac_x, fp.frac_y, dot, H, W, &grad_x, &grad_y);
         acc_t grad_a = fp.weight[0] * dot[0] + fp.weight[1] * dot[1] + fp.weight[2] * dot[2] + fp.weight[3] * dot[3];
         grad_x *= a;
         grad_y *= a;

@@ -1,0 +1,89 @@
+"""Benchmark helpers shared by detrx's benchmarks: the machine description, timing, tables, JSON.
+
+Timing uses torch.utils.benchmark.Timer (CUDA-synchronising, warm-up included) at the current
+torch thread count; Timer's own default is a single thread, which would understate the CPU kernels.
+"""
+import datetime
+import json
+import os
+import platform
+
+import torch
+from torch.utils import benchmark
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, else platform's best guess."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average():
+    """The 1-minute load average (how busy the machine was; None where the OS has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def describe_machine(device):
+    """What a reader needs to compare these figures with others: hardware, software, load, date."""
+    description = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": load_average(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if torch.device(device).type == "cuda":
+        description["gpu_name"] = torch.cuda.get_device_name(device)
+        description["cuda_runtime"] = torch.version.cuda
+    return description
+
+
+def time_callable(fn, min_run_time, min_samples=3, seconds_per_call=None):
+    """Median and inter-quartile range (seconds) of fn(), from at least min_samples samples.
+
+    Fast functions: blocked_autorange picks how many calls make one sample (warming up on the way)
+    and samples for min_run_time. Slow functions, whose caller has just warmed them up and measured
+    one call (seconds_per_call) at over min_run_time / min_samples: one call per sample,
+    min_samples of them, which saves the block-size estimate (one more slow call).
+    """
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    if seconds_per_call is not None and seconds_per_call * min_samples >= min_run_time:
+        samples = [timer.timeit(1) for _ in range(min_samples)]
+    else:
+        samples = [timer.blocked_autorange(min_run_time=min_run_time)]
+    calls_per_sample = samples[0].number_per_run
+    while sum(len(sample.times) for sample in samples) < min_samples:
+        samples.append(timer.timeit(calls_per_sample))
+    measurement = benchmark.Measurement.merge(samples)[0]  # times stay per call
+    return {"median_s": measurement.median, "iqr_s": measurement.iqr, "samples": len(measurement.times),
+            "calls_per_sample": calls_per_sample}
+
+
+def format_table(rows, columns):
+    """An aligned text table. columns: (header, key, format spec) triples; missing values print '-'."""
+    cells = [[header for header, _, _ in columns]]
+    for row in rows:
+        cells.append([format(row[key], spec) if row.get(key) is not None else "-" for _, key, spec in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_json(path, payload):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(payload, file, indent=2, sort_keys=False)
+        file.write("\n")

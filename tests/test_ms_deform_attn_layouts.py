@@ -1,0 +1,79 @@
+"""ms_deform_attn on unusual memory layouts and sizes: strided views, empty batches, thread counts."""
+import pytest
+import torch
+
+from conftest import make_inputs, output_and_grads
+from detrx.ops import ms_deform_attn
+
+
+def interleaved(tensor):
+    """A view of tensor's values with every stride doubled (non-contiguous)."""
+    return torch.stack([tensor, torch.zeros_like(tensor)], dim=-1)[..., 0]
+
+
+def strided_views(inputs):
+    """The same values as non-contiguous views: a transposed value, interleaved other tensors."""
+    value, spatial_shapes, level_start_index, locations, weights = inputs
+    value_view = value.transpose(1, 2).contiguous().transpose(1, 2)  # [N, S, M, D], strides of [N, M, S, D]
+    views = (value_view, interleaved(spatial_shapes), interleaved(level_start_index), interleaved(locations),
+             interleaved(weights))
+    assert not any(view.is_contiguous() for view in views)
+    return views
+
+
+def test_non_contiguous_inputs_give_the_same_results(device):
+    inputs = make_inputs(channels=32, device=device)
+    expected = output_and_grads(ms_deform_attn, inputs)
+    actual = output_and_grads(ms_deform_attn, strided_views(inputs))
+    for got, want in zip(actual, expected):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("batch, queries", [(0, 6), (2, 0), (0, 0)], ids=["N=0", "Lq=0", "both"])
+def test_empty_batch_or_queries(device, batch, queries):
+    inputs = make_inputs(batch=batch, queries=queries, heads=2, channels=8, device=device)
+    output, grad_value, grad_locations, grad_weights = output_and_grads(ms_deform_attn, inputs)
+    value, _, _, locations, weights = inputs
+    assert output.shape == (batch, queries, 2 * 8)
+    assert grad_value.shape == value.shape and grad_locations.shape == locations.shape
+    assert grad_weights.shape == weights.shape
+    # With no queries nothing is sampled, so value (if any) gets an all-zero gradient.
+    assert grad_value.numel() == 0 or grad_value.abs().max() == 0
+
+
+def cpu_results_with_threads(inputs, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return output_and_grads(ms_deform_attn, inputs)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cpu_results_are_bitwise_reproducible(dtype):
+    """Many queries hit the same pixels, so any race or schedule-dependent summation order in the
+    grad_value scatter would change float32 bits between runs or thread counts."""
+    inputs = make_inputs(levels=[(4, 4), (2, 2)], batch=2, queries=300, heads=4, channels=32, points=4,
+                         low=0.0, high=1.0, dtype=dtype)
+    first = cpu_results_with_threads(inputs, 2)
+    second = cpu_results_with_threads(inputs, 2)
+    single_thread = cpu_results_with_threads(inputs, 1)
+    for a, b, c in zip(first, second, single_thread):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_deterministic_mode(device):
+    """The CPU backward is deterministic and runs under torch.use_deterministic_algorithms; the CUDA
+    backward scatters grad_value with atomics and must refuse."""
+    inputs = make_inputs(channels=16, device=device)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        if device == "cpu":
+            output_and_grads(ms_deform_attn, inputs)
+        else:
+            with pytest.raises(RuntimeError, match="deterministic"):
+                output_and_grads(ms_deform_attn, inputs)
+    finally:
+        torch.use_deterministic_algorithms(previous)
