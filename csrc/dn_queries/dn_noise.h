@@ -20,7 +20,7 @@ DETRX_HOST_DEVICE float dn_counter_uniform(uint64_t seed, uint64_t index) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   z ^= z >> 31;
-  return static_cast<float>(z >> 40) * 5.9604644775390625e-08f;  // 2^-24
+  return static_cast<float>(static_cast<int32_t>(z >> 40)) * 5.9604644775390625e-08f;  // 2^-24
 }
 
 // Maps u in [0, 1) to a signed noise factor: |f| in [0, 1) for positives and [1, 2) for
@@ -34,9 +34,9 @@ DETRX_HOST_DEVICE float dn_noise_factor(float u, bool negative) {
 // Flips the label with probability ratio to a class drawn uniformly from [0, num_classes).
 DETRX_HOST_DEVICE int64_t dn_noisy_label(int64_t label, float u_flip, float u_class, double ratio,
                                          int64_t num_classes) {
-  if (!(u_flip < static_cast<float>(ratio))) return label;
   const int64_t drawn = static_cast<int64_t>(u_class * static_cast<float>(num_classes));
-  return drawn < num_classes ? drawn : num_classes - 1;
+  const int64_t new_label = drawn < num_classes ? drawn : num_classes - 1;
+  return u_flip < static_cast<float>(ratio) ? new_label : label;
 }
 
 template <typename acc_t>
@@ -47,12 +47,12 @@ DETRX_HOST_DEVICE acc_t dn_clamp(acc_t x, acc_t low, acc_t high) {
 // Jitters a (cx, cy, w, h) box by factor[c] * scale: DN-DETR style moves the centre by up to
 // scale * (w/2, h/2) and scales the size by 1 +- scale; DINO style moves each corner by up to
 // scale * (w/2, h/2). The result is clamped to [0, 1] with w, h >= min_size.
-template <typename acc_t>
-DETRX_HOST_DEVICE void dn_noisy_box(const acc_t box[4], const float factor[4], acc_t scale, bool dino_style,
-                                    acc_t min_size, acc_t out[4]) {
+template <typename acc_t, bool kDinoStyle>
+DETRX_HOST_DEVICE void dn_noisy_box(const acc_t box[4], const float factor[4], acc_t scale, acc_t min_size,
+                                    acc_t out[4]) {
   const acc_t half_w = box[2] / acc_t(2), half_h = box[3] / acc_t(2);
   acc_t cx, cy, w, h;
-  if (dino_style) {
+  if constexpr (kDinoStyle) {
     const acc_t x0 = dn_clamp(box[0] - half_w + acc_t(factor[0]) * half_w * scale, acc_t(0), acc_t(1));
     const acc_t y0 = dn_clamp(box[1] - half_h + acc_t(factor[1]) * half_h * scale, acc_t(0), acc_t(1));
     const acc_t x1 = dn_clamp(box[0] + half_w + acc_t(factor[2]) * half_w * scale, acc_t(0), acc_t(1));

@@ -1,8 +1,9 @@
 // CPU kernel of dn_queries: the noisy DN slots in one pass over B * K slots, then every mask row in
 // one pass (the per-image masks and the shared one). A mask row is a handful of runs (blocked
 // groups before and after its own group, its group's visibility, the visible matching queries), so
-// rows are written with memset rather than element by element. Threads split slots and rows;
-// each output element is written by exactly one task, so results do not depend on the schedule.
+// rows are written with memset rather than element by element. Threads split slots and rows only
+// when there is enough work for a thread wake-up to pay (the typical batch runs on one thread); each
+// output element is written by exactly one task, so results do not depend on the schedule.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -19,6 +20,9 @@
 
 namespace detrx {
 namespace {
+
+constexpr int64_t kSlotsPerTask = 16384;           // about 0.2 ms of slot writes
+constexpr int64_t kMaskBytesPerTask = int64_t{1} << 20;  // about 0.1 ms of memset
 
 // Row i of a [K+N, K+N] mask. valid: this image's [K] slot flags, or null for the shared form
 // (every slot of the own group visible).
@@ -38,6 +42,42 @@ void write_mask_row(const DNLayout& layout, const bool* valid, int64_t i, bool* 
   } else {
     for (int64_t j = group_begin; j < group_end; ++j) row[j] = !valid[j];
   }
+}
+
+// The slots of image b. Copy c of its gts fills slots [c * max_gt, (c + 1) * max_gt): the n gts,
+// then padding. The loop over the gts is branch free, so it runs on SIMD lanes.
+template <typename scalar_t, bool kPreDrawn, bool kDinoStyle>
+void write_image_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSlotTensors<scalar_t>& tensors,
+                       uint64_t seed, int64_t b) {
+  const int64_t K = layout.num_dn, max_gt = layout.max_gt;
+  const int64_t copies = K / max_gt;
+  const int64_t n = dn_usable_gts(layout, tensors.gt_counts[b]);
+  const int64_t first_gt = b * layout.padded_gts;
+  for (int64_t c = 0; c < copies; ++c) {
+    const bool negative = layout.contrastive && c % 2 == 1;
+    const int64_t first_slot = b * K + c * max_gt;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      dn_write_valid_slot<scalar_t, at::opmath_type<scalar_t>, kPreDrawn, kDinoStyle>(
+          params, tensors, seed, first_slot + j, first_gt + j, j, negative);
+    }
+    for (int64_t j = n; j < max_gt; ++j) dn_write_padded_slot(params, tensors, first_slot + j, negative);
+  }
+}
+
+// Threads split the images.
+template <typename scalar_t>
+void write_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSlotTensors<scalar_t>& tensors,
+                 uint64_t seed, int64_t batch) {
+  if (layout.num_dn == 0) return;
+  const int64_t images_per_task = std::max<int64_t>(1, kSlotsPerTask / layout.num_dn);
+  at::parallel_for(0, batch, images_per_task, [&](int64_t begin, int64_t end) {
+    dn_dispatch_noise_kind(tensors.noise != nullptr, params.dino_style, [&](auto pre_drawn, auto dino_style) {
+      for (int64_t b = begin; b < end; ++b) {
+        write_image_slots<scalar_t, pre_drawn.value, dino_style.value>(layout, params, tensors, seed, b);
+      }
+    });
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dn_queries_cpu(
@@ -71,11 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         seed_in.data_ptr<int64_t>(), noise_in.defined() ? noise_in.data_ptr<float>() : nullptr,
         labels.data_ptr<int64_t>(), boxes.data_ptr<scalar_t>(), gt_index.data_ptr<int64_t>(),
         positive.data_ptr<bool>(), valid.data_ptr<bool>()};
-    at::parallel_for(0, B * K, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t slot = begin; slot < end; ++slot) {
-        dn_write_slot<scalar_t, at::opmath_type<scalar_t>>(layout, args.noise, tensors, slot);
-      }
-    });
+    write_slots(layout, args.noise, tensors, static_cast<uint64_t>(*seed_in.data_ptr<int64_t>()), B);
   });
 
   // Rows [0, B * L) are the per-image masks, rows [B * L, (B + 1) * L) the shared mask.
@@ -83,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   bool* image_mask = attn_mask.data_ptr<bool>();
   bool* shared_mask = shared_attn_mask.data_ptr<bool>();
   const bool* valid_flags = valid.data_ptr<bool>();
-  const int64_t rows_per_task = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(L, 1));
+  const int64_t rows_per_task = std::max<int64_t>(1, kMaskBytesPerTask / L);
   at::parallel_for(0, image_rows + L, rows_per_task, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       if (r < image_rows) {

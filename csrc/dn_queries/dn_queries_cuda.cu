@@ -31,7 +31,18 @@ __global__ void dn_slots_kernel(DNLayout layout, DNNoiseParams params, DNSlotTen
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t slot = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; slot < num_slots;
        slot += stride) {
-    dn_write_slot<scalar_t, at::opmath_type<scalar_t>>(layout, params, tensors, slot);
+    const int64_t b = slot / layout.num_dn;
+    const DNSlot place = dn_slot(layout, slot % layout.num_dn);
+    if (place.gt < dn_usable_gts(layout, tensors.gt_counts[b])) {
+      const uint64_t seed = static_cast<uint64_t>(*tensors.seed);
+      const int64_t gt_flat = b * layout.padded_gts + place.gt;
+      dn_dispatch_noise_kind(tensors.noise != nullptr, params.dino_style, [&](auto pre_drawn, auto dino_style) {
+        dn_write_valid_slot<scalar_t, at::opmath_type<scalar_t>, pre_drawn.value, dino_style.value>(
+            params, tensors, seed, slot, gt_flat, place.gt, place.negative);
+      });
+    } else {
+      dn_write_padded_slot(params, tensors, slot, place.negative);
+    }
   }
 }
 
