@@ -36,9 +36,10 @@ _SEED_RANGE = 2 ** 62
 
 def _draw_seed(generator, device):
     """An int64 seed tensor on `device`, drawn without a host sync."""
-    seed = torch.randint(_SEED_RANGE, (), generator=generator,
-                         device=generator.device if generator is not None else device)
-    return seed.to(device, non_blocking=True)
+    if generator is None:
+        return torch.randint(_SEED_RANGE, (), device=device)
+    seed = torch.randint(_SEED_RANGE, (), generator=generator, device=generator.device)
+    return seed if seed.device == device else seed.to(device, non_blocking=True)
 
 
 def _resolve_max_gt(gt_labels, gt_boxes, gt_counts, num_classes, max_gt):
