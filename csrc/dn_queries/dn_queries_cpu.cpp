@@ -8,14 +8,13 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <cstring>
-#include <tuple>
 
 #include "dn_queries/dn_layout.h"
 #include "dn_queries/dn_queries_checks.h"
+#include "dn_queries/dn_queries_tensors.h"
 #include "dn_queries/dn_slot_writer.h"
 
 namespace detrx {
@@ -80,7 +79,7 @@ void write_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSl
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dn_queries_cpu(
+DNQueriesResult dn_queries_cpu(
     const at::Tensor& gt_labels, const at::Tensor& gt_boxes, const at::Tensor& gt_counts, const at::Tensor& seed,
     const std::optional<at::Tensor>& noise, int64_t num_classes, int64_t num_queries, int64_t max_gt,
     int64_t num_groups, bool contrastive, c10::string_view noise_style, double label_noise_ratio,
@@ -88,37 +87,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto args = check_dn_queries_inputs(gt_labels, gt_boxes, gt_counts, seed, noise, num_classes, num_queries,
                                             max_gt, num_groups, contrastive, std::string(noise_style),
                                             label_noise_ratio, box_noise_scale, min_box_size);
+  const DNQueriesTensors t(args, gt_labels, gt_boxes, gt_counts, seed, noise, per_image_mask);
   const DNLayout& layout = args.layout;
-  const int64_t B = args.batch, K = layout.num_dn, L = layout.total;
-  const auto long_options = gt_labels.options();
-  const auto bool_options = gt_labels.options().dtype(at::kBool);
-  auto labels = at::empty({B, K}, long_options);
-  auto boxes = at::empty({B, K, 4}, gt_boxes.options());
-  auto gt_index = at::empty({B, K}, long_options);
-  auto positive = at::empty({B, K}, bool_options);
-  auto valid = at::empty({B, K}, bool_options);
-  auto attn_mask = at::empty({per_image_mask ? B : 0, L, L}, bool_options);
-  auto shared_attn_mask = at::empty({L, L}, bool_options);
-
-  const auto labels_in = gt_labels.contiguous(), boxes_in = gt_boxes.contiguous(), counts_in = gt_counts.contiguous();
-  const auto seed_in = seed.contiguous();
-  const auto noise_in = noise.has_value() ? noise->contiguous() : at::Tensor();
+  const int64_t K = layout.num_dn, L = layout.total;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gt_boxes.scalar_type(), "dn_queries_cpu", [&] {
-    check_dn_queries_values<scalar_t>(args, labels_in.data_ptr<int64_t>(), boxes_in.data_ptr<scalar_t>(),
-                                      counts_in.data_ptr<int64_t>());
-    const DNSlotTensors<scalar_t> tensors{
-        labels_in.data_ptr<int64_t>(), boxes_in.data_ptr<scalar_t>(), counts_in.data_ptr<int64_t>(),
-        seed_in.data_ptr<int64_t>(), noise_in.defined() ? noise_in.data_ptr<float>() : nullptr,
-        labels.data_ptr<int64_t>(), boxes.data_ptr<scalar_t>(), gt_index.data_ptr<int64_t>(),
-        positive.data_ptr<bool>(), valid.data_ptr<bool>()};
-    write_slots(layout, args.noise, tensors, static_cast<uint64_t>(*seed_in.data_ptr<int64_t>()), B);
+    check_dn_queries_values<scalar_t>(args, t.gt_labels.data_ptr<int64_t>(), t.gt_boxes.data_ptr<scalar_t>(),
+                                      t.gt_counts.data_ptr<int64_t>());
+    write_slots(layout, args.noise, t.slot_pointers<scalar_t>(), static_cast<uint64_t>(*t.seed.data_ptr<int64_t>()),
+                args.batch);
   });
 
   // Rows [0, B * L) are the per-image masks, rows [B * L, (B + 1) * L) the shared mask.
-  const int64_t image_rows = attn_mask.size(0) * L;
-  bool* image_mask = attn_mask.data_ptr<bool>();
-  bool* shared_mask = shared_attn_mask.data_ptr<bool>();
-  const bool* valid_flags = valid.data_ptr<bool>();
+  const int64_t image_rows = t.attn_mask.size(0) * L;
+  bool* image_mask = t.attn_mask.data_ptr<bool>();
+  bool* shared_mask = t.shared_attn_mask.data_ptr<bool>();
+  const bool* valid_flags = t.valid.data_ptr<bool>();
   const int64_t rows_per_task = std::max<int64_t>(1, kMaskBytesPerTask / L);
   at::parallel_for(0, image_rows + L, rows_per_task, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -129,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       }
     }
   });
-  return {labels, boxes, gt_index, positive, valid, attn_mask, shared_attn_mask};
+  return t.result();
 }
 
 }  // namespace

@@ -6,17 +6,16 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <tuple>
 
 #include "dn_queries/dn_layout.h"
 #include "dn_queries/dn_queries_checks.h"
+#include "dn_queries/dn_queries_tensors.h"
 #include "dn_queries/dn_slot_writer.h"
 
 namespace detrx {
@@ -65,7 +64,7 @@ __global__ void dn_mask_kernel(DNLayout layout, const int64_t* gt_counts, int64_
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dn_queries_cuda(
+DNQueriesResult dn_queries_cuda(
     const at::Tensor& gt_labels, const at::Tensor& gt_boxes, const at::Tensor& gt_counts, const at::Tensor& seed,
     const std::optional<at::Tensor>& noise, int64_t num_classes, int64_t num_queries, int64_t max_gt,
     int64_t num_groups, bool contrastive, c10::string_view noise_style, double label_noise_ratio,
@@ -75,41 +74,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                             label_noise_ratio, box_noise_scale, min_box_size);
   const c10::cuda::CUDAGuard device_guard(gt_labels.device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  const DNQueriesTensors t(args, gt_labels, gt_boxes, gt_counts, seed, noise, per_image_mask);
   const DNLayout& layout = args.layout;
-  const int64_t B = args.batch, K = layout.num_dn, L = layout.total;
-  const auto long_options = gt_labels.options();
-  const auto bool_options = gt_labels.options().dtype(at::kBool);
-  auto labels = at::empty({B, K}, long_options);
-  auto boxes = at::empty({B, K, 4}, gt_boxes.options());
-  auto gt_index = at::empty({B, K}, long_options);
-  auto positive = at::empty({B, K}, bool_options);
-  auto valid = at::empty({B, K}, bool_options);
-  auto attn_mask = at::empty({per_image_mask ? B : 0, L, L}, bool_options);
-  auto shared_attn_mask = at::empty({L, L}, bool_options);
-
-  const auto labels_in = gt_labels.contiguous(), boxes_in = gt_boxes.contiguous(), counts_in = gt_counts.contiguous();
-  const auto seed_in = seed.contiguous();
-  const auto noise_in = noise.has_value() ? noise->contiguous() : at::Tensor();
-  const int64_t num_slots = B * K;
+  const int64_t num_slots = args.batch * layout.num_dn, L = layout.total;
   if (num_slots > 0) {
     const auto blocks = static_cast<unsigned>(std::min<int64_t>((num_slots + kThreads - 1) / kThreads, kMaxBlocks));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gt_boxes.scalar_type(), "dn_queries_cuda", [&] {
-      const DNSlotTensors<scalar_t> tensors{
-          labels_in.data_ptr<int64_t>(), boxes_in.data_ptr<scalar_t>(), counts_in.data_ptr<int64_t>(),
-          seed_in.data_ptr<int64_t>(), noise_in.defined() ? noise_in.data_ptr<float>() : nullptr,
-          labels.data_ptr<int64_t>(), boxes.data_ptr<scalar_t>(), gt_index.data_ptr<int64_t>(),
-          positive.data_ptr<bool>(), valid.data_ptr<bool>()};
-      dn_slots_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(layout, args.noise, tensors, num_slots);
+      dn_slots_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(layout, args.noise, t.slot_pointers<scalar_t>(),
+                                                                  num_slots);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  const int64_t image_rows = attn_mask.size(0) * L;
+  const int64_t image_rows = t.attn_mask.size(0) * L;
   const dim3 mask_blocks(static_cast<unsigned>((L + kThreads - 1) / kThreads),
                          static_cast<unsigned>(std::min<int64_t>(image_rows + L, kMaxBlocks)));
-  dn_mask_kernel<<<mask_blocks, kThreads, 0, stream>>>(layout, counts_in.data_ptr<int64_t>(), image_rows,
-                                                       attn_mask.data_ptr<bool>(), shared_attn_mask.data_ptr<bool>());
+  dn_mask_kernel<<<mask_blocks, kThreads, 0, stream>>>(layout, t.gt_counts.data_ptr<int64_t>(), image_rows,
+                                                       t.attn_mask.data_ptr<bool>(),
+                                                       t.shared_attn_mask.data_ptr<bool>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {labels, boxes, gt_index, positive, valid, attn_mask, shared_attn_mask};
+  return t.result();
 }
 
 }  // namespace
