@@ -1,6 +1,6 @@
 """Times the compiled denoising-query op against the DN-DETR/DINO-style loop reference, in one process.
 
-    python benchmarks/dn.py [--device cpu|cuda] [--json results.json] [--quick]
+    python benchmarks/dn.py [--device cpu|cuda] [--threads N] [--json results.json] [--quick]
 
 Configurations: B in {2, 16, 64} images, max gts in {5, 20, 100} (gt counts uniform in [1, max], one
 image at the max), DN-DETR (5 groups, N = 300 matching queries, centre/size noise) and DINO
@@ -10,6 +10,8 @@ queries and the shared [K+N, K+N] mask (the loop's DN-DETR mask), "per-image" al
 caller (pad_targets' G). Calls alternate between the two implementations; the table gives the
 median time per call and the spread (10th-90th percentile) and the loop / fused ratio of medians.
 On CUDA it also runs the fused op once under torch.cuda.set_sync_debug_mode("error").
+On a CPU shared with other work, --threads 1 gives steadier figures (a multi-threaded region
+waits for every thread to be scheduled).
 """
 import argparse
 import json
@@ -74,10 +76,13 @@ def check_no_sync(batch_inputs, mode, max_gt):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="CPU threads for both implementations (torch's default if unset)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true", help="fewer calls per configuration")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     min_seconds, min_calls = (0.1, 5) if args.quick else (0.5, 15)
     generator = torch.Generator().manual_seed(0)
     rows = []
