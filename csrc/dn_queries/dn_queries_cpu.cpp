@@ -1,5 +1,5 @@
-// CPU kernel of dn_queries: the noisy DN slots in one pass over B * K slots, then every mask row in
-// one pass (the per-image masks and the shared one). A mask row is a handful of runs (blocked
+// CPU kernel of dn_queries: the noisy DN slots image by image (a SIMD loop over each copy of the
+// image's gts), then every mask row in one pass (the per-image masks and the shared one). A mask row is a handful of runs (blocked
 // groups before and after its own group, its group's visibility, the visible matching queries), so
 // rows are written with memset rather than element by element. Threads split slots and rows only
 // when there is enough work for a thread wake-up to pay (the typical batch runs on one thread); each
