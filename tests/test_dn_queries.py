@@ -266,6 +266,20 @@ def test_opcheck(per_image_mask):
         torch.library.opcheck(torch.ops.detrx.dn_queries.default, args)
 
 
+@requires_extension
+def test_torch_compile_full_graph_with_dynamic_shapes():
+    labels, boxes, counts = random_gts(3, 4, 5, torch.Generator().manual_seed(20), counts=torch.tensor([4, 1, 0]))
+
+    def build(labels, boxes, counts, seed):  # max_gt = 4, 3 groups: K = 24 without reading data
+        return torch.ops.detrx.dn_queries(labels, boxes, counts, seed, None, 5, 6, 4, 3, True, "dino", 0.5, 0.4,
+                                          MIN_BOX_SIZE, True)
+
+    compiled = torch.compile(build, fullgraph=True, dynamic=True)
+    for actual, expected in zip(compiled(labels, boxes, counts, torch.tensor(21)),
+                                build(labels, boxes, counts, torch.tensor(21))):
+        assert actual.shape == expected.shape and torch.equal(actual, expected)
+
+
 @requires_cuda
 @pytest.mark.parametrize("contrastive", [False, True])
 def test_cuda_matches_cpu_without_sync(contrastive):
