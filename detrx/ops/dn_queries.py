@@ -39,7 +39,10 @@ def _draw_seed(generator, device):
     if generator is None:
         return torch.randint(_SEED_RANGE, (), device=device)
     seed = torch.randint(_SEED_RANGE, (), generator=generator, device=generator.device)
-    return seed if seed.device == device else seed.to(device, non_blocking=True)
+    if seed.device == device:
+        return seed
+    # To a GPU the copy need not wait; to the CPU it must, as the CPU kernel reads the seed at once.
+    return seed.to(device, non_blocking=device.type != "cpu")
 
 
 def _resolve_max_gt(gt_labels, gt_boxes, gt_counts, num_classes, max_gt):
