@@ -2,8 +2,9 @@
 //
 // Every slot uses six uniforms in [0, 1): u[0] decides the label flip, u[1] picks the new class,
 // u[2..5] jitter the four box coordinates. They come from a pre-drawn noise tensor or from a
-// counter-based generator (SplitMix64 of seed and the uniform's index), so a kernel gives the same
-// result for the same seed whatever its thread layout, on CPU and CUDA alike.
+// counter-based generator: the 64-bit SplitMix64 hash of the seed and a counter gives two uniforms
+// (its top 24 bits and the 24 below them), so a kernel gives the same result for the same seed
+// whatever its thread layout, on CPU and CUDA alike.
 #pragma once
 
 #include <cstdint>
@@ -14,13 +15,15 @@ namespace detrx {
 
 constexpr int kDNUniformsPerSlot = 6;
 
-// The index-th uniform of the stream `seed`, with 24 random bits (exact in float32).
-DETRX_HOST_DEVICE float dn_counter_uniform(uint64_t seed, uint64_t index) {
+// Uniforms 2 * index and 2 * index + 1 of the stream `seed`, with 24 random bits each (exact in float32).
+DETRX_HOST_DEVICE void dn_counter_uniform_pair(uint64_t seed, uint64_t index, float* first, float* second) {
   uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   z ^= z >> 31;
-  return static_cast<float>(static_cast<int32_t>(z >> 40)) * 5.9604644775390625e-08f;  // 2^-24
+  constexpr float kTwoToMinus24 = 5.9604644775390625e-08f;
+  *first = static_cast<float>(static_cast<int32_t>(z >> 40)) * kTwoToMinus24;
+  *second = static_cast<float>(static_cast<int32_t>((z >> 16) & 0xFFFFFF)) * kTwoToMinus24;
 }
 
 // Maps u in [0, 1) to a signed noise factor: |f| in [0, 1) for positives and [1, 2) for

@@ -61,8 +61,13 @@ DETRX_HOST_DEVICE void dn_write_valid_slot(const DNNoiseParams& params, const DN
                                            uint64_t seed, int64_t slot, int64_t gt_flat, int64_t gt, bool negative) {
   float u[kDNUniformsPerSlot];
   const uint64_t first = static_cast<uint64_t>(slot) * kDNUniformsPerSlot;
-  for (int c = 0; c < kDNUniformsPerSlot; ++c) {
-    u[c] = kPreDrawn ? t.noise[first + c] : dn_counter_uniform(seed, first + c);
+  for (int c = 0; c < kDNUniformsPerSlot; c += 2) {
+    if constexpr (kPreDrawn) {
+      u[c] = t.noise[first + c];
+      u[c + 1] = t.noise[first + c + 1];
+    } else {
+      dn_counter_uniform_pair(seed, (first + c) / 2, &u[c], &u[c + 1]);
+    }
   }
   t.positive[slot] = !negative;
   t.valid[slot] = true;

@@ -20,13 +20,15 @@ _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E
 
 
 def dn_counter_noise(seed, batch, num_dn):
-    """The uniforms [B, K, 6] the compiled op draws for int64 `seed` (SplitMix64 of the uniform's index)."""
-    index = np.arange(batch * num_dn * UNIFORMS_PER_SLOT, dtype=np.uint64)
+    """The uniforms [B, K, 6] the compiled op draws for int64 `seed`: the SplitMix64 hash of the seed
+    and counter i gives uniforms 2i (its top 24 bits) and 2i + 1 (the 24 bits below)."""
+    index = np.arange(batch * num_dn * UNIFORMS_PER_SLOT // 2, dtype=np.uint64)
     z = np.array([seed], dtype=np.int64).view(np.uint64) + (index + np.uint64(1)) * _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     z = z ^ (z >> np.uint64(31))
-    uniforms = (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
+    bits = np.stack([z >> np.uint64(40), (z >> np.uint64(16)) & np.uint64(0xFFFFFF)], axis=-1)
+    uniforms = bits.astype(np.float32) * np.float32(2.0 ** -24)
     return torch.from_numpy(uniforms.reshape(batch, num_dn, UNIFORMS_PER_SLOT))
 
 
