@@ -7,13 +7,7 @@
 
 #include <cstdint>
 
-#ifndef DETRX_HOST_DEVICE
-#if defined(__CUDACC__)
-#define DETRX_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define DETRX_HOST_DEVICE inline
-#endif
-#endif
+#include "host_device.h"
 
 namespace detrx {
 
