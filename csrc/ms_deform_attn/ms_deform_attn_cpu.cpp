@@ -243,8 +243,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
                                                 attention_weights, grad_output);
   check_cpu_limits(in.sz);
   auto grad_value = at::zeros(value.sizes(), value.options());
-  auto grad_locations = at::zeros(sampling_locations.sizes(), value.options());
-  auto grad_weights = at::zeros(attention_weights.sizes(), value.options());
+  auto grad_locations = at::empty(sampling_locations.sizes(), value.options());  // every element is written
+  auto grad_weights = at::empty(attention_weights.sizes(), value.options());
   if (grad_weights.numel() == 0) return {grad_value, grad_locations, grad_weights};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     dispatch_channels(in.sz.channels, [&](auto channels) {
