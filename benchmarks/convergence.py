@@ -1,5 +1,5 @@
 """Convergence study: vanilla DETR vs DN-DETR (and Deformable DETR vs DN-Deformable-DETR with
---deformable), identical hyperparameters and seeds, on the synthetic shapes set.
+--pairs detr,deformable), identical hyperparameters and seeds, on the synthetic shapes set.
 
     python benchmarks/convergence.py            # default run (sized for <= 30 min on 2 CPU cores)
     python benchmarks/convergence.py --quick    # a few minutes; a smoke run, not a result
@@ -276,7 +276,8 @@ def time_deformable_step(extra, steps=3):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few minutes: smaller data and schedule")
-    parser.add_argument("--deformable", action="store_true", help="also the Deformable DETR pair")
+    parser.add_argument("--pairs", default="detr", help="comma list of pairs to train: detr (DETR vs DN-DETR), "
+                        "deformable (Deformable DETR vs DN-Deformable-DETR)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="JSON and PNGs")
@@ -290,10 +291,14 @@ def main(argv=None):
     config = DEFAULT + (QUICK if opts.quick else []) + extra
     # extra options change the config: such a run is labelled "custom", never "default"
     label = "quick" if opts.quick else ("custom" if extra else "default")
+    pair_names = opts.pairs.split(",")
+    if not pair_names or any(p not in PAIRS for p in pair_names):
+        raise ValueError(f"--pairs must be a comma list of {sorted(PAIRS)}, got {opts.pairs!r}")
     name = {"quick": "convergence_quick", "custom": "convergence_custom", "default": "convergence"}[label]
+    name += "" if pair_names == ["detr"] else "_" + "_".join(pair_names)
     out_dir = os.path.join(opts.work_dir, name)
     os.makedirs(opts.out, exist_ok=True)
-    pairs = [PAIRS["detr"]] + ([PAIRS["deformable"]] if opts.deformable else [])
+    pairs = [PAIRS[p] for p in pair_names]
     start = time.time()
     results = launch_all([(m, s) for s in seeds for pair in pairs for m in pair], config, out_dir, opts.jobs)
     torch.set_num_threads(1)
