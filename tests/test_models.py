@@ -60,6 +60,16 @@ def test_output_shapes_train_and_eval(model_name):
     assert "dn" not in outputs  # no DN queries at inference, even with targets passed
 
 
+@pytest.mark.parametrize("stride", [8, 16])
+def test_detr_on_a_finer_stride_uses_every_parameter(stride):
+    model, criterion, _ = build_model(tiny_args("detr", "--detr-stride", str(stride)))
+    images, mask, targets = _batch()
+    outputs = model(images, mask, targets)
+    criterion.total(criterion(outputs, targets)).backward()
+    assert all(p.grad is not None for p in model.parameters())  # DDP fails on unused parameters
+    assert model.backbone(images, mask)[-1][0].shape[-1] == 64 // stride
+
+
 @needs_dn
 @pytest.mark.parametrize("model_name", ["dn_detr", "dn_deformable_detr"])
 @pytest.mark.parametrize("contrastive", [False, True])

@@ -28,6 +28,9 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
+_STAGE_OF = {8: 1, 16: 2, 32: 3}  # stride -> index of the stage that outputs it
+
+
 def _resize_mask(mask, size):
     """mask [B, H, W] -> [B, h, w] (nearest), True = padding."""
     return F.interpolate(mask[:, None].float(), size=size).bool()[:, 0]
@@ -53,14 +56,15 @@ class ResNet(nn.Module):
             nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
             nn.Conv2d(widths[0], widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         stages, in_channels = [], widths[0]
-        for i, (width, count) in enumerate(zip(widths, blocks)):
+        last = _STAGE_OF[max(return_strides)] + 1  # stages past the last returned one are not built
+        for i, (width, count) in enumerate(zip(widths[:last], blocks[:last])):
             layers = [BasicBlock(in_channels, width, 1 if i == 0 else 2)]
             layers += [BasicBlock(width, width) for _ in range(count - 1)]
             stages.append(nn.Sequential(*layers))
             in_channels = width
         self.stages = nn.ModuleList(stages)
         self.return_strides = tuple(return_strides)
-        self.num_channels = [widths[{8: 1, 16: 2, 32: 3}[s]] for s in self.return_strides]
+        self.num_channels = [widths[_STAGE_OF[s]] for s in self.return_strides]
 
     def forward(self, images, mask):
         """images [B, 3, H, W], mask [B, H, W] -> list of (features [B, C, h, w], mask [B, h, w])."""
@@ -82,11 +86,12 @@ class TorchvisionResNet(nn.Module):
         net = getattr(torchvision.models, name)(weights=None)
         net.load_state_dict(torch.load(weights_path, map_location="cpu"))
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+        self.stages = nn.ModuleList(stages[:_STAGE_OF[max(return_strides)] + 1])
         self.return_strides = tuple(return_strides)
-        last_conv = [stage[-1].conv3 if hasattr(stage[-1], "conv3") else stage[-1].conv2 for stage in self.stages]
+        last_conv = [stage[-1].conv3 if hasattr(stage[-1], "conv3") else stage[-1].conv2 for stage in stages]
         widths = [conv.out_channels for conv in last_conv]  # bottleneck or basic blocks
-        self.num_channels = [widths[{8: 1, 16: 2, 32: 3}[s]] for s in self.return_strides]
+        self.num_channels = [widths[_STAGE_OF[s]] for s in self.return_strides]
 
     forward = ResNet.forward
 
