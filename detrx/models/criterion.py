@@ -15,8 +15,6 @@ from torch import nn
 
 from detrx.util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
-BASE_LOSSES = ("loss_ce", "loss_bbox", "loss_giou")
-
 
 def sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0):
     """Elementwise focal loss (Lin et al. 2017): logits, targets [...] -> [...]."""
