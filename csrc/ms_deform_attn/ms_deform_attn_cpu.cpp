@@ -95,7 +95,7 @@ void forward_kernel(const MSDeformAttnSizes& sz, const scalar_t* value, const in
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t M = sz.heads, D = sz.channels, LP = sz.levels * sz.points;
   const int64_t row_stride = M * D;  // value elements per spatial position
-  const int64_t grain = std::max<int64_t>(1, 2048 / (M * LP));
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, M * LP));  // ~2048 samples a chunk
   at::parallel_for(0, sz.batch * sz.queries, grain, [&](int64_t begin, int64_t end) {
     QueryTaps<acc_t> taps(sz, M, spatial_shapes, level_start);
     for (int64_t row = begin; row < end; ++row) {  // row = n * Lq + q
