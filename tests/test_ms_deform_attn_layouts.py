@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from conftest import make_inputs, output_and_grads
-from detrx.ops import ms_deform_attn
+from conftest import assert_matches_reference, make_inputs, output_and_grads
+from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 
 def interleaved(tensor):
@@ -39,6 +39,27 @@ def test_empty_batch_or_queries(device, batch, queries):
     assert grad_weights.shape == weights.shape
     # With no queries nothing is sampled, so value (if any) gets an all-zero gradient.
     assert grad_value.numel() == 0 or grad_value.abs().max() == 0
+
+
+@pytest.mark.parametrize("sizes", [dict(points=0), dict(channels=0), dict(heads=0)], ids=["P=0", "D=0", "M=0"])
+def test_degenerate_sizes_match_reference(device, sizes):
+    assert_matches_reference(make_inputs(device=device, **sizes), tolerance=0)
+
+
+def test_an_empty_level_contributes_nothing(device):
+    """A 0 x 3 level (grid_sample rejects it) gives the same as leaving that level out."""
+    levels = [(5, 7), (0, 3), (3, 2)]
+    value, spatial_shapes, level_start_index, locations, weights = make_inputs(levels=levels, device=device)
+    kept = [0, 2]
+    without = (value, spatial_shapes[kept], level_start_index[kept], locations[:, :, :, kept], weights[:, :, :, kept])
+    output, grad_value, grad_locations, grad_weights = output_and_grads(
+        ms_deform_attn, (value, spatial_shapes, level_start_index, locations, weights))
+    expected = output_and_grads(ms_deform_attn_reference, without)
+    torch.testing.assert_close(output, expected[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_value, expected[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_locations[:, :, :, kept], expected[2], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_weights[:, :, :, kept], expected[3], rtol=0, atol=1e-12)
+    assert grad_locations[:, :, :, 1].abs().max() == 0 and grad_weights[:, :, :, 1].abs().max() == 0
 
 
 def cpu_results_with_threads(inputs, threads):
