@@ -210,6 +210,8 @@ def main():
     parser.add_argument("--json", metavar="PATH", help="write every figure and the machine description here")
     args = parser.parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if device.type == "cuda" and detrx.is_compiled() and not detrx.build_info()["cuda"]:
+        parser.error("detrx was built without its CUDA kernels; rebuild on a machine with a GPU or with FORCE_CUDA=1")
     if device.type == "cpu":
         check_cpu_peak_method()
     if not detrx.is_compiled():
