@@ -146,6 +146,7 @@ def ratios(rows):
 
 
 def print_report(rows, summary, limits, machine):
+    rows = [dict(row) for row in rows]  # display columns added to copies, not to the JSON rows
     for row in rows:
         for mode in ("fwd", "fwd+bwd"):
             row[f"{mode}_ms"] = f"{1e3 * row[f'{mode}_median_s']:.2f} ({1e3 * row[f'{mode}_iqr_s']:.2f})"

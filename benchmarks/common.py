@@ -67,7 +67,7 @@ def time_callable(fn, min_run_time, min_samples=3, seconds_per_call=None):
         samples.append(timer.timeit(calls_per_sample))
     measurement = benchmark.Measurement.merge(samples)[0]  # times stay per call
     return {"median_s": measurement.median, "iqr_s": measurement.iqr, "samples": len(measurement.times),
-            "calls_per_sample": calls_per_sample}
+            "calls_per_sample": calls_per_sample, "times_s": list(measurement.times)}
 
 
 def format_table(rows, columns):
