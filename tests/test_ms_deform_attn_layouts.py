@@ -21,12 +21,38 @@ def strided_views(inputs):
     return views
 
 
+def assert_same_results(actual, expected, device):
+    """(output, grads...) bitwise equal; on CUDA the gradients only close, as atomics sum them in any order."""
+    for index, (got, want) in enumerate(zip(actual, expected)):
+        if device == "cpu" or index == 0:
+            assert torch.equal(got, want)
+        else:
+            torch.testing.assert_close(got, want)
+
+
 def test_non_contiguous_inputs_give_the_same_results(device):
     inputs = make_inputs(channels=32, device=device)
     expected = output_and_grads(ms_deform_attn, inputs)
-    actual = output_and_grads(ms_deform_attn, strided_views(inputs))
-    for got, want in zip(actual, expected):
-        assert torch.equal(got, want)
+    assert_same_results(output_and_grads(ms_deform_attn, strided_views(inputs)), expected, device)
+
+
+def misaligned(tensor):
+    """A contiguous copy of tensor whose data starts one element past an allocation's start,
+    so it is not 16-byte aligned (vector loads must not assume it is)."""
+    storage = torch.empty(tensor.numel() + 1, dtype=tensor.dtype, device=tensor.device)
+    view = storage[1:].view(tensor.shape)
+    view.copy_(tensor)
+    return view
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_misaligned_contiguous_inputs_give_the_same_results(device, dtype):
+    inputs = make_inputs(channels=32, dtype=dtype, device=device)
+    expected = output_and_grads(ms_deform_attn, inputs)
+    value, spatial_shapes, level_start_index, locations, weights = inputs
+    shifted = (misaligned(value), spatial_shapes, level_start_index, misaligned(locations), misaligned(weights))
+    assert shifted[0].is_contiguous() and shifted[0].data_ptr() % 16 != 0
+    assert_same_results(output_and_grads(ms_deform_attn, shifted), expected, device)
 
 
 @pytest.mark.parametrize("batch, queries", [(0, 6), (2, 0), (0, 0)], ids=["N=0", "Lq=0", "both"])
