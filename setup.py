@@ -54,25 +54,17 @@ def _cxx_flags():
     return flags
 
 
-def _nvidia_wheel_includes():
-    """Headers that ATen's CUDA headers pull in (cusparse.h, ...) live in the nvidia-* wheels."""
-    site = os.path.dirname(os.path.dirname(torch.__file__))
-    return sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
-
-
 def _extension():
     sources = ["csrc/detrx.cpp", "csrc/module.cpp"] + sorted(glob.glob("csrc/*/*_cpu.cpp"))
     define_macros = []
     extra = {"cxx": _cxx_flags()}
-    kwargs = dict(extra_link_args=["-fopenmp"])
+    kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
     if _build_cuda():
         sources += sorted(glob.glob("csrc/*/*_cuda.cu"))
         define_macros.append(("DETRX_WITH_CUDA", None))
         extra["nvcc"] = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
-        kwargs["include_dirs"] = [os.path.join(ROOT, "csrc")] + _nvidia_wheel_includes()
-        build = cpp_extension.CUDAExtension
+        build = cpp_extension.CUDAExtension  # kernels include c10/cuda headers only: no cusparse.h needed
     else:
-        kwargs["include_dirs"] = [os.path.join(ROOT, "csrc")]
         build = cpp_extension.CppExtension
     arch_list = ""
     if build is cpp_extension.CUDAExtension:
