@@ -1,4 +1,5 @@
-"""ms_deform_attn on unusual memory layouts and sizes: strided views, empty batches, thread counts."""
+"""ms_deform_attn on unusual layouts and sizes: strided or misaligned views, empty and degenerate sizes, empty
+levels, and its determinism across runs, thread counts and deterministic mode."""
 import pytest
 import torch
 
