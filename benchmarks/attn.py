@@ -3,7 +3,8 @@
     python benchmarks/attn.py [--device cpu|cuda] [--dtype float32] [--quick] [--json PATH]
 
 For each standard Deformable DETR case (attn_inputs.py) and location kind, both implementations
-run forward and forward+backward (the backward of sum(output * g) for a fixed random g, with
+run forward and forward+backward, timed in alternating rounds so that load drifts on a shared
+machine hit both alike (the backward of sum(output * g) for a fixed random g, with
 respect to value, sampling_locations and attention_weights). Reported: median time and IQR,
 speedup over the reference, peak memory above the inputs (memory.py), and errors against a
 float64 ground truth. Then the encoder N=2 forward against this machine's roofline (limits.py).
@@ -20,7 +21,7 @@ import torch
 
 import detrx
 from attn_inputs import CASES, LEVELS, compulsory_bytes, make_inputs
-from common import describe_machine, format_table, load_average, time_callable, write_json
+from common import describe_machine, format_table, load_average, time_interleaved, write_json
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 from limits import copy_bandwidth, gemm_multiply_adds, roofline
 from memory import check_cpu_peak_method, peak_memory
@@ -107,20 +108,21 @@ def measure(case, kind, dtype, device, budget):
     """All figures of one (case, location kind): one row per implementation."""
     inputs, grad_output = make_inputs(case, kind, dtype, device)
     truth, truth_check = ground_truth(case, inputs, grad_output)
-    rows = []
-    for name, op in IMPLEMENTATIONS.items():
-        row = {"case": case.name, "locations": kind, "impl": name, "truth_check": truth_check}
-        for mode, fn in (("fwd", forward(op, inputs)), ("fwd+bwd", forward_backward(op, inputs, grad_output))):
+    rows = {name: {"case": case.name, "locations": kind, "impl": name, "truth_check": truth_check}
+            for name in IMPLEMENTATIONS}
+    for mode in ("fwd", "fwd+bwd"):
+        functions = {}
+        for name, op in IMPLEMENTATIONS.items():
             print(f"  {case.name:>20} {kind:>9} {name:>9} {mode:>7}", file=sys.stderr, flush=True)
+            fn = forward(op, inputs) if mode == "fwd" else forward_backward(op, inputs, grad_output)
             start = time.perf_counter()
-            results, row[f"{mode}_peak_bytes"] = peak_memory(fn, device)  # also the warm-up call
-            warm_up_s = time.perf_counter() - start
-            row.update({f"{mode}_{key}": value for key, value in errors(results, truth, inputs[3]).items()})
+            results, rows[name][f"{mode}_peak_bytes"] = peak_memory(fn, device)  # also the warm-up call
+            functions[name] = (fn, time.perf_counter() - start)
+            rows[name].update({f"{mode}_{key}": value for key, value in errors(results, truth, inputs[3]).items()})
             del results
-            timing = time_callable(fn, seconds_per_call=warm_up_s, **budget)
-            row.update({f"{mode}_{key}": value for key, value in timing.items()})
-        rows.append(row)
-    return rows
+        for name, timing in time_interleaved(functions, **budget).items():
+            rows[name].update({f"{mode}_{key}": value for key, value in timing.items()})
+    return list(rows.values())
 
 
 def ratios(rows):
