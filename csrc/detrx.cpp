@@ -14,4 +14,16 @@ TORCH_LIBRARY(detrx, m) {
       "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
       "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
       "-> (Tensor, Tensor, Tensor)");
+  // Denoising queries (DN-DETR, DINO contrastive). Inputs: gt_labels int64 [B, G],
+  // gt_boxes [B, G, 4] (cx, cy, w, h), gt_counts int64 [B], seed int64 [] (counter-based noise) or
+  // noise float32 [B, K, 6] (pre-drawn uniforms), K = num_groups * group_size, group_size = max_gt
+  // (x2 with contrastive). noise_style is "dn_detr" or "dino".
+  // -> (labels int64 [B, K], boxes [B, K, 4], gt_index int64 [B, K], positive bool [B, K],
+  //     valid bool [B, K], attn_mask bool [B, K+N, K+N] (or [0, K+N, K+N] when not per_image_mask),
+  //     shared_attn_mask bool [K+N, K+N]); True = blocked.
+  m.def(
+      "dn_queries(Tensor gt_labels, Tensor gt_boxes, Tensor gt_counts, Tensor seed, Tensor? noise, "
+      "int num_classes, int num_queries, int max_gt, int num_groups, bool contrastive, str noise_style, "
+      "float label_noise_ratio, float box_noise_scale, float min_box_size, bool per_image_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -87,6 +88,25 @@ inline void check_grad_output(const at::Tensor& grad_output, const at::Tensor& v
                     "ms_deform_attn_backward: grad_output must match value's dtype and device (",
                     value.scalar_type(), ", ", value.device(), "), got ", grad_output.scalar_type(), ", ",
                     grad_output.device());
+}
+
+// The checked arguments of one call, contiguous, as both backends' kernels take them.
+struct MSDeformAttnInputs {
+  MSDeformAttnSizes sz;
+  at::Tensor value, spatial_shapes, level_start_index, sampling_locations, attention_weights;
+  at::Tensor grad_output;  // backward only
+};
+
+inline MSDeformAttnInputs prepare_ms_deform_attn_inputs(
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
+    const std::optional<at::Tensor>& grad_output = std::nullopt) {
+  const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                              attention_weights);
+  if (grad_output) check_grad_output(*grad_output, value, sz);
+  return {sz, value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+          sampling_locations.contiguous(), attention_weights.contiguous(),
+          grad_output ? grad_output->contiguous() : at::Tensor()};
 }
 
 }  // namespace detrx

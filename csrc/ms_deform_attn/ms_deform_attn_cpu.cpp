@@ -48,7 +48,8 @@ void dispatch_channels(int64_t channels, const Body& body) {
 }
 
 // out[0:D] = sum over the head's points i in [first, first + count) and their corners inside the map
-// of attention * bilinear weight * value row (taps of weight 0 are skipped, as they add nothing). Corner c goes to sum c, so consecutive taps do not
+// of attention * bilinear weight * value row (a zero weight still multiplies its value, so NaN and
+// inf propagate exactly as in grid_sample). Corner c goes to sum c, so consecutive taps do not
 // wait on each other. SIMD registers for float32/float64 with D in {16, 32, 64} ...
 template <typename scalar_t, int kChannels>
 std::enable_if_t<kSimdChannels<scalar_t, kChannels>> gather_head(
@@ -61,10 +62,10 @@ std::enable_if_t<kSimdChannels<scalar_t, kChannels>> gather_head(
     for (auto& v : sum) v = Vec(scalar_t(0));
   for (int64_t i = first; i < first + count; ++i) {
     for (int c = 0; c < 4; ++c) {
-      const scalar_t w = taps.tap_weight(c, i);
-      if (w == scalar_t(0)) continue;  // outside the map (or a zero weight: nothing to add)
+      if (!taps.inside(c, i)) continue;
+      const Vec w(taps.tap_weight(c, i));
       const scalar_t* row = value + taps.corner_row(c, i) * row_stride;
-      for (int k = 0; k < kVecs; ++k) acc[c][k] = at::vec::fmadd(Vec(w), Vec::loadu(row + k * Vec::size()), acc[c][k]);
+      for (int k = 0; k < kVecs; ++k) acc[c][k] = at::vec::fmadd(w, Vec::loadu(row + k * Vec::size()), acc[c][k]);
     }
   }
   for (int k = 0; k < kVecs; ++k) ((acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k])).store(out + k * Vec::size());
@@ -79,8 +80,8 @@ std::enable_if_t<!kSimdChannels<scalar_t, kChannels>> gather_head(
   acc.assign(channels, acc_t(0));
   for (int64_t i = first; i < first + count; ++i) {
     for (int c = 0; c < 4; ++c) {
+      if (!taps.inside(c, i)) continue;
       const acc_t w = taps.tap_weight(c, i);
-      if (w == acc_t(0)) continue;
       const scalar_t* row = value + taps.corner_row(c, i) * row_stride;
       for (int64_t d = 0; d < channels; ++d) acc[d] += w * static_cast<acc_t>(row[d]);
     }
@@ -219,19 +220,17 @@ void check_cpu_limits(const MSDeformAttnSizes& sz) {
 at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                               const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                               const at::Tensor& attention_weights) {
-  const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                              attention_weights);
-  check_cpu_limits(sz);
-  auto output = at::empty({sz.batch, sz.queries, sz.heads * sz.channels}, value.options());
+  const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                                attention_weights);
+  check_cpu_limits(in.sz);
+  auto output = at::empty({in.sz.batch, in.sz.queries, in.sz.heads * in.sz.channels}, value.options());
   if (output.numel() == 0) return output;
-  const auto value_c = value.contiguous(), shapes_c = spatial_shapes.contiguous();
-  const auto starts_c = level_start_index.contiguous(), locations_c = sampling_locations.contiguous();
-  const auto weights_c = attention_weights.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu", [&] {
-    dispatch_channels(sz.channels, [&](auto channels) {
+    dispatch_channels(in.sz.channels, [&](auto channels) {
       forward_kernel<scalar_t, decltype(channels)::value>(
-          sz, value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(), starts_c.data_ptr<int64_t>(),
-          locations_c.data_ptr<scalar_t>(), weights_c.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
+          in.sz, in.value.data_ptr<scalar_t>(), in.spatial_shapes.data_ptr<int64_t>(),
+          in.level_start_index.data_ptr<int64_t>(), in.sampling_locations.data_ptr<scalar_t>(),
+          in.attention_weights.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
     });
   });
   return output;
@@ -241,25 +240,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                              attention_weights);
-  check_grad_output(grad_output, value, sz);
-  check_cpu_limits(sz);
+  const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                                attention_weights, grad_output);
+  check_cpu_limits(in.sz);
   auto grad_value = at::zeros(value.sizes(), value.options());
-  auto grad_locations = at::empty(sampling_locations.sizes(), value.options());
+  auto grad_locations = at::empty(sampling_locations.sizes(), value.options());  // every element is written
   auto grad_weights = at::empty(attention_weights.sizes(), value.options());
-  if (grad_weights.numel() == 0) {
-    grad_locations.zero_();
-    return {grad_value, grad_locations, grad_weights};
-  }
-  const auto grad_output_c = grad_output.contiguous(), value_c = value.contiguous();
-  const auto shapes_c = spatial_shapes.contiguous(), starts_c = level_start_index.contiguous();
-  const auto locations_c = sampling_locations.contiguous(), weights_c = attention_weights.contiguous();
+  if (grad_weights.numel() == 0) return {grad_value, grad_locations, grad_weights};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-    dispatch_channels(sz.channels, [&](auto channels) {
+    dispatch_channels(in.sz.channels, [&](auto channels) {
       backward_kernel<scalar_t, decltype(channels)::value>(
-          sz, grad_output_c.data_ptr<scalar_t>(), value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(),
-          starts_c.data_ptr<int64_t>(), locations_c.data_ptr<scalar_t>(), weights_c.data_ptr<scalar_t>(),
+          in.sz, in.grad_output.data_ptr<scalar_t>(), in.value.data_ptr<scalar_t>(),
+          in.spatial_shapes.data_ptr<int64_t>(), in.level_start_index.data_ptr<int64_t>(),
+          in.sampling_locations.data_ptr<scalar_t>(), in.attention_weights.data_ptr<scalar_t>(),
           grad_value.data_ptr<scalar_t>(), grad_locations.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>());
     });
   });

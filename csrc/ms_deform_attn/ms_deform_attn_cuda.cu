@@ -195,24 +195,22 @@ void dispatch_vector_width(int64_t channels, std::initializer_list<const void*> 
 at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                                const at::Tensor& attention_weights) {
-  const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                              attention_weights);
+  const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                                attention_weights);
+  const auto& sz = in.sz;
   const c10::cuda::CUDAGuard guard(value.device());
   auto output = at::empty({sz.batch, sz.queries, sz.heads * sz.channels}, value.options());
   if (output.numel() == 0) return output;
-  const auto value_c = value.contiguous(), shapes_c = spatial_shapes.contiguous();
-  const auto starts_c = level_start_index.contiguous(), locations_c = sampling_locations.contiguous();
-  const auto weights_c = attention_weights.contiguous();
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda", [&] {
-    const scalar_t* value_ptr = value_c.data_ptr<scalar_t>();
+    const scalar_t* value_ptr = in.value.data_ptr<scalar_t>();
     scalar_t* output_ptr = output.data_ptr<scalar_t>();
     dispatch_vector_width<scalar_t>(sz.channels, {value_ptr, output_ptr}, [&](auto vec) {
       constexpr int kVec = decltype(vec)::value;
       const int64_t total = sz.batch * sz.queries * sz.heads * (sz.channels / kVec);
       forward_kernel<scalar_t, kVec><<<num_blocks(total), kThreads, 0, stream>>>(
-          total, sz, value_ptr, shapes_c.data_ptr<int64_t>(), starts_c.data_ptr<int64_t>(),
-          locations_c.data_ptr<scalar_t>(), weights_c.data_ptr<scalar_t>(), output_ptr);
+          total, sz, value_ptr, in.spatial_shapes.data_ptr<int64_t>(), in.level_start_index.data_ptr<int64_t>(),
+          in.sampling_locations.data_ptr<scalar_t>(), in.attention_weights.data_ptr<scalar_t>(), output_ptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -223,9 +221,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                              attention_weights);
-  check_grad_output(grad_output, value, sz);
+  const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                                attention_weights, grad_output);
+  const auto& sz = in.sz;
   at::globalContext().alertNotDeterministic("ms_deform_attn_backward_cuda (atomicAdd into grad_value)");
   const c10::cuda::CUDAGuard guard(value.device());
   const bool reduced = value.scalar_type() == at::kHalf || value.scalar_type() == at::kBFloat16;
@@ -234,26 +232,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   auto grad_locations = at::zeros(sampling_locations.sizes(), grad_options);
   auto grad_weights = at::zeros(attention_weights.sizes(), grad_options);
   if (grad_weights.numel() > 0) {
-    const auto grad_output_c = grad_output.contiguous(), value_c = value.contiguous();
-    const auto shapes_c = spatial_shapes.contiguous(), starts_c = level_start_index.contiguous();
-    const auto locations_c = sampling_locations.contiguous(), weights_c = attention_weights.contiguous();
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
       using grad_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      const scalar_t* value_ptr = value_c.data_ptr<scalar_t>();
-      const scalar_t* grad_output_ptr = grad_output_c.data_ptr<scalar_t>();
+      const scalar_t* value_ptr = in.value.data_ptr<scalar_t>();
+      const scalar_t* grad_output_ptr = in.grad_output.data_ptr<scalar_t>();
       dispatch_vector_width<scalar_t>(sz.channels, {value_ptr, grad_output_ptr}, [&](auto vec) {
         constexpr int kVec = decltype(vec)::value;
         const int64_t chunks = sz.channels / kVec;
         const int64_t total = sz.batch * sz.queries * sz.heads * chunks;
         const bool shuffle = chunks <= 32 && (chunks & (chunks - 1)) == 0;
-        const auto args = std::make_tuple(
-            total, sz, grad_output_ptr, value_ptr, shapes_c.data_ptr<int64_t>(), starts_c.data_ptr<int64_t>(),
-            locations_c.data_ptr<scalar_t>(), weights_c.data_ptr<scalar_t>(), grad_value.data_ptr<grad_t>(),
-            grad_locations.data_ptr<grad_t>(), grad_weights.data_ptr<grad_t>());
         auto kernel = shuffle ? backward_kernel<scalar_t, grad_t, kVec, true>
                               : backward_kernel<scalar_t, grad_t, kVec, false>;
-        std::apply([&](auto... a) { kernel<<<num_blocks(total), kThreads, 0, stream>>>(a...); }, args);
+        kernel<<<num_blocks(total), kThreads, 0, stream>>>(
+            total, sz, grad_output_ptr, value_ptr, in.spatial_shapes.data_ptr<int64_t>(),
+            in.level_start_index.data_ptr<int64_t>(), in.sampling_locations.data_ptr<scalar_t>(),
+            in.attention_weights.data_ptr<scalar_t>(), grad_value.data_ptr<grad_t>(),
+            grad_locations.data_ptr<grad_t>(), grad_weights.data_ptr<grad_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -1,0 +1,79 @@
+// Label and box noise of one denoising slot, shared by the CPU and CUDA kernels of dn_queries.
+//
+// Every slot uses six uniforms in [0, 1): u[0] decides the label flip, u[1] picks the new class,
+// u[2..5] jitter the four box coordinates. They come from a pre-drawn noise tensor or from a
+// counter-based generator: the 64-bit SplitMix64 hash of the seed and a counter gives two uniforms
+// (its top 24 bits and the 24 below them), so a kernel gives the same result for the same seed
+// whatever its thread layout, on CPU and CUDA alike.
+#pragma once
+
+#include <cstdint>
+
+#include "dn_queries/dn_layout.h"
+
+namespace detrx {
+
+constexpr int kDNUniformsPerSlot = 6;
+
+// Uniforms 2 * index and 2 * index + 1 of the stream `seed`, with 24 random bits each (exact in float32).
+DETRX_HOST_DEVICE void dn_counter_uniform_pair(uint64_t seed, uint64_t index, float* first, float* second) {
+  uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  constexpr float kTwoToMinus24 = 5.9604644775390625e-08f;
+  *first = static_cast<float>(static_cast<int32_t>(z >> 40)) * kTwoToMinus24;
+  *second = static_cast<float>(static_cast<int32_t>((z >> 16) & 0xFFFFFF)) * kTwoToMinus24;
+}
+
+// Maps u in [0, 1) to a signed noise factor: |f| in [0, 1) for positives and [1, 2) for
+// negatives (DINO contrastive), the sign and the magnitude each uniform.
+DETRX_HOST_DEVICE float dn_noise_factor(float u, bool negative) {
+  const float magnitude = u < 0.5f ? 2.f * u : 2.f * u - 1.f;
+  const float sign = u < 0.5f ? -1.f : 1.f;
+  return sign * (negative ? 1.f + magnitude : magnitude);
+}
+
+// Flips the label with probability ratio to a class drawn uniformly from [0, num_classes).
+DETRX_HOST_DEVICE int64_t dn_noisy_label(int64_t label, float u_flip, float u_class, double ratio,
+                                         int64_t num_classes) {
+  const int64_t drawn = static_cast<int64_t>(u_class * static_cast<float>(num_classes));
+  const int64_t new_label = drawn < num_classes ? drawn : num_classes - 1;
+  return u_flip < static_cast<float>(ratio) ? new_label : label;
+}
+
+template <typename acc_t>
+DETRX_HOST_DEVICE acc_t dn_clamp(acc_t x, acc_t low, acc_t high) {
+  return x < low ? low : (x > high ? high : x);
+}
+
+// Jitters a (cx, cy, w, h) box by factor[c] * scale: DN-DETR style moves the centre by up to
+// scale * (w/2, h/2) and scales the size by 1 +- scale; DINO style moves each corner by up to
+// scale * (w/2, h/2). The result is clamped to [0, 1] with w, h >= min_size.
+template <typename acc_t, bool kDinoStyle>
+DETRX_HOST_DEVICE void dn_noisy_box(const acc_t box[4], const float factor[4], acc_t scale, acc_t min_size,
+                                    acc_t out[4]) {
+  const acc_t half_w = box[2] / acc_t(2), half_h = box[3] / acc_t(2);
+  acc_t cx, cy, w, h;
+  if constexpr (kDinoStyle) {
+    const acc_t x0 = dn_clamp(box[0] - half_w + acc_t(factor[0]) * half_w * scale, acc_t(0), acc_t(1));
+    const acc_t y0 = dn_clamp(box[1] - half_h + acc_t(factor[1]) * half_h * scale, acc_t(0), acc_t(1));
+    const acc_t x1 = dn_clamp(box[0] + half_w + acc_t(factor[2]) * half_w * scale, acc_t(0), acc_t(1));
+    const acc_t y1 = dn_clamp(box[1] + half_h + acc_t(factor[3]) * half_h * scale, acc_t(0), acc_t(1));
+    cx = (x0 + x1) / acc_t(2);
+    cy = (y0 + y1) / acc_t(2);
+    w = x1 - x0;
+    h = y1 - y0;
+  } else {
+    cx = box[0] + acc_t(factor[0]) * half_w * scale;
+    cy = box[1] + acc_t(factor[1]) * half_h * scale;
+    w = box[2] + acc_t(factor[2]) * box[2] * scale;
+    h = box[3] + acc_t(factor[3]) * box[3] * scale;
+  }
+  out[0] = dn_clamp(cx, acc_t(0), acc_t(1));
+  out[1] = dn_clamp(cy, acc_t(0), acc_t(1));
+  out[2] = dn_clamp(w, min_size, acc_t(1));
+  out[3] = dn_clamp(h, min_size, acc_t(1));
+}
+
+}  // namespace detrx

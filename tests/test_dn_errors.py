@@ -1,0 +1,118 @@
+"""Bad input to the denoising-query op, its reference and helpers raises ValueError naming the argument."""
+import pytest
+import torch
+
+import detrx
+from detrx.ops import build_dn_queries, build_dn_queries_reference, pad_targets, split_dn_outputs
+from detrx.ops.dn_common import MIN_BOX_SIZE
+
+requires_extension = pytest.mark.skipif(not detrx.is_compiled(), reason="detrx._C is not built")
+
+
+def good_inputs():
+    labels = torch.tensor([[1, 2, 0], [3, 0, 0]])
+    boxes = torch.full((2, 3, 4), 0.5)
+    counts = torch.tensor([3, 1])
+    return labels, boxes, counts
+
+
+def with_label(value, slot=(0, 1)):
+    labels, boxes, counts = good_inputs()
+    labels[slot] = value
+    return labels, boxes, counts
+
+
+def with_box(value):
+    labels, boxes, counts = good_inputs()
+    boxes[1, 0, 2] = value
+    return labels, boxes, counts
+
+
+def with_counts(values):
+    labels, boxes, _ = good_inputs()
+    return labels, boxes, torch.tensor(values)
+
+
+BAD_INPUTS = {  # name: (inputs, keyword arguments, words the message must contain)
+    "label >= num_classes": (with_label(5), {}, "gt_labels"),
+    "negative label": (with_label(-1), {}, "gt_labels"),
+    "boxes not [.., 4]": ((good_inputs()[0], torch.full((2, 3, 3), 0.5), good_inputs()[2]), {}, "gt_boxes"),
+    "nan box": (with_box(float("nan")), {}, "gt_boxes"),
+    "inf box": (with_box(float("inf")), {}, "gt_boxes"),
+    "integer boxes": ((good_inputs()[0], torch.ones(2, 3, 4, dtype=torch.int64), good_inputs()[2]), {}, "gt_boxes"),
+    "count > G": (with_counts([4, 1]), {}, "gt_counts"),
+    "negative count": (with_counts([3, -1]), {}, "gt_counts"),
+    "counts batch mismatch": (with_counts([3, 1, 0]), {}, "gt_counts"),
+    "boxes batch mismatch": ((good_inputs()[0], torch.full((3, 3, 4), 0.5), good_inputs()[2]), {}, "gt_boxes"),
+    "float labels": ((good_inputs()[0].float(), *good_inputs()[1:]), {}, "gt_labels"),
+    "int32 counts": ((*good_inputs()[:2], good_inputs()[2].int()), {}, "gt_counts"),
+    "num_groups 0": (good_inputs(), {"num_groups": 0}, "num_groups"),
+    "num_groups negative": (good_inputs(), {"num_groups": -2}, "num_groups"),
+    "dn_number 0": (good_inputs(), {"dn_number": 0}, "dn_number"),
+    "negative box noise": (good_inputs(), {"box_noise_scale": -0.1}, "box_noise_scale"),
+    "negative label noise": (good_inputs(), {"label_noise_ratio": -0.1}, "label_noise_ratio"),
+    "label noise above 1": (good_inputs(), {"label_noise_ratio": 1.5}, "label_noise_ratio"),
+    "num_classes 0": ((torch.zeros(2, 3, dtype=torch.int64), *good_inputs()[1:]), {"num_classes": 0}, "num_classes"),
+    "num_queries 0": (good_inputs(), {"num_queries": 0}, "num_queries"),
+    "unknown noise style": (good_inputs(), {"noise_style": "gaussian"}, "noise_style"),
+    "max_gt below a count": (good_inputs(), {"max_gt": 2}, "max_gt"),
+    "negative max_gt": (good_inputs(), {"max_gt": -1}, "max_gt"),
+    "noise of the wrong shape": (good_inputs(), {"noise": torch.rand(2, 4, 6)}, "noise"),
+}
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_raises_value_error(builder, case):
+    inputs, kwargs, argument = BAD_INPUTS[case]
+    kwargs = {"num_classes": 5, "num_queries": 4, **kwargs}
+    with pytest.raises(ValueError, match=argument):
+        builder(*inputs, **kwargs)
+
+
+def test_labels_of_padding_are_not_checked():
+    labels, boxes, counts = with_label(99, slot=(1, 2))                 # image 1 has one gt: slot 2 is padding
+    boxes[1, 2] = float("nan")
+    build_dn_queries(labels, boxes, counts, num_classes=5, num_queries=4)
+    build_dn_queries_reference(labels, boxes, counts, num_classes=5, num_queries=4)
+
+
+@requires_extension
+@pytest.mark.parametrize("case, argument", [
+    ("label", "gt_labels"), ("box", "gt_boxes"), ("count", "gt_counts"), ("max_gt", "max_gt"),
+    ("seed", "seed"), ("style", "noise_style"), ("min_box_size", "min_box_size")])
+def test_compiled_op_checks_its_arguments(case, argument):
+    labels, boxes, counts = good_inputs()
+    seed, style, max_gt, min_box_size = torch.tensor(0), "dn_detr", 3, MIN_BOX_SIZE
+    if case == "label":
+        labels[0, 0] = 7
+    elif case == "box":
+        boxes[0, 2, 1] = float("-inf")
+    elif case == "count":
+        counts[1] = 4
+        max_gt = 4
+    elif case == "max_gt":
+        max_gt = 1
+    elif case == "seed":
+        seed = torch.tensor([0.5])
+    elif case == "style":
+        style = "detr"
+    else:
+        min_box_size = 0.0
+    with pytest.raises(ValueError, match=argument):
+        torch.ops.detrx.dn_queries(labels, boxes, counts, seed, None, 5, 4, max_gt, 2, False, style, 0.5, 0.4,
+                                   min_box_size, True)
+
+
+@pytest.mark.parametrize("targets", [
+    [], "not a list", [{"labels": torch.tensor([1])}],
+    [{"labels": torch.tensor([1, 2]), "boxes": torch.rand(3, 4)}],
+    [{"labels": torch.tensor([1]), "boxes": torch.rand(1, 5)}]])
+def test_pad_targets_rejects_bad_targets(targets):
+    with pytest.raises(ValueError, match="targets"):
+        pad_targets(targets)
+
+
+def test_split_dn_outputs_rejects_num_dn_beyond_the_queries():
+    with pytest.raises(ValueError, match="num_dn"):
+        split_dn_outputs(torch.zeros(2, 10, 4), 11)
