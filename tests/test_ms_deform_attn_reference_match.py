@@ -89,13 +89,13 @@ def test_low_precision_at_most_twice_the_reference_error(device, dtype):
         assert error <= 2 * baseline_error, f"{name}: error {error:.3g} > 2 * {baseline_error:.3g}"
 
 
-@pytest.mark.xfail(strict=True, reason="the CPU forward skips taps of weight exactly 0 (commit 5e0bd8b), "
-                                       "so a NaN value under such a tap is dropped; grid_sample gives NaN")
-def test_nan_value_under_a_zero_weight_tap_propagates():
+@pytest.mark.parametrize("channels", [1, 32])  # plain and SIMD channel paths
+def test_nan_value_under_a_zero_weight_tap_propagates(device, channels):
     # One 1x2 level whose second pixel is NaN, sampled at the first pixel's exact centre: the
     # second pixel is inside the map with bilinear weight 0, and 0 * NaN is NaN in grid_sample.
-    value = torch.tensor([1.0, float("nan")], dtype=torch.float64).view(1, 2, 1, 1)
-    inputs = make_inputs(levels=[(1, 2)], batch=1, queries=1, heads=1, channels=1, points=1,
+    value = torch.tensor([1.0, float("nan")], dtype=torch.float64, device=device).view(1, 2, 1, 1)
+    value = value.expand(1, 2, 1, channels).contiguous()
+    inputs = make_inputs(levels=[(1, 2)], batch=1, queries=1, heads=1, channels=channels, points=1, device=device,
                          locations=torch.tensor([0.25, 0.5], dtype=torch.float64).view(1, 1, 1, 1, 1, 2))
     inputs = (value,) + inputs[1:]
     assert ms_deform_attn_reference(*inputs).isnan().all()
