@@ -3,7 +3,8 @@
     python benchmarks/attn.py [--device cpu|cuda] [--dtype float32] [--quick] [--json PATH]
 
 For each standard Deformable DETR case (attn_inputs.py) and location kind, both implementations
-run forward and forward+backward (the backward of sum(output * g) for a fixed random g, with
+run forward and forward+backward, timed in alternating rounds so that load drifts on a shared
+machine hit both alike (the backward of sum(output * g) for a fixed random g, with
 respect to value, sampling_locations and attention_weights). Reported: median time and IQR,
 speedup over the reference, peak memory above the inputs (memory.py), and errors against a
 float64 ground truth. Then the encoder N=2 forward against this machine's roofline (limits.py).
@@ -20,7 +21,7 @@ import torch
 
 import detrx
 from attn_inputs import CASES, LEVELS, compulsory_bytes, make_inputs
-from common import describe_machine, format_table, load_average, time_callable, write_json
+from common import describe_machine, format_table, load_average, time_interleaved, write_json
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 from limits import copy_bandwidth, gemm_multiply_adds, roofline
 from memory import check_cpu_peak_method, peak_memory
@@ -38,14 +39,15 @@ ROOFLINE_CASE = ("encoder N=2", "realistic")
 MiB = 2**20
 
 
-def plan(quick):
-    """(case, location kind) pairs to run, and the timing budget per measurement."""
+def plan(quick, device):
+    """(case, location kind) pairs to run, and the timing budget per measurement (GPU calls take
+    milliseconds, so a third of the CPU's time still gives hundreds of samples)."""
     if quick:
         return [("decoder N=2 Lq=300", "realistic"), ("decoder N=2 Lq=300", "uniform")], \
             {"min_run_time": 0.2, "min_samples": 2}
     runs = [(case.name, "realistic") for case in CASES]
     runs += [("encoder N=1", "uniform"), ("decoder N=2 Lq=300", "uniform")]
-    return runs, {"min_run_time": 1.0, "min_samples": 3}
+    return runs, {"min_run_time": 1.0 if device.type == "cpu" else 0.3, "min_samples": 3}
 
 
 def forward(op, inputs):
@@ -107,20 +109,21 @@ def measure(case, kind, dtype, device, budget):
     """All figures of one (case, location kind): one row per implementation."""
     inputs, grad_output = make_inputs(case, kind, dtype, device)
     truth, truth_check = ground_truth(case, inputs, grad_output)
-    rows = []
-    for name, op in IMPLEMENTATIONS.items():
-        row = {"case": case.name, "locations": kind, "impl": name, "truth_check": truth_check}
-        for mode, fn in (("fwd", forward(op, inputs)), ("fwd+bwd", forward_backward(op, inputs, grad_output))):
+    rows = {name: {"case": case.name, "locations": kind, "impl": name, "truth_check": truth_check}
+            for name in IMPLEMENTATIONS}
+    for mode in ("fwd", "fwd+bwd"):
+        functions = {}
+        for name, op in IMPLEMENTATIONS.items():
             print(f"  {case.name:>20} {kind:>9} {name:>9} {mode:>7}", file=sys.stderr, flush=True)
+            fn = forward(op, inputs) if mode == "fwd" else forward_backward(op, inputs, grad_output)
             start = time.perf_counter()
-            results, row[f"{mode}_peak_bytes"] = peak_memory(fn, device)  # also the warm-up call
-            warm_up_s = time.perf_counter() - start
-            row.update({f"{mode}_{key}": value for key, value in errors(results, truth, inputs[3]).items()})
+            results, rows[name][f"{mode}_peak_bytes"] = peak_memory(fn, device)  # also the warm-up call
+            functions[name] = (fn, time.perf_counter() - start)
+            rows[name].update({f"{mode}_{key}": value for key, value in errors(results, truth, inputs[3]).items()})
             del results
-            timing = time_callable(fn, seconds_per_call=warm_up_s, **budget)
-            row.update({f"{mode}_{key}": value for key, value in timing.items()})
-        rows.append(row)
-    return rows
+        for name, timing in time_interleaved(functions, **budget).items():
+            rows[name].update({f"{mode}_{key}": value for key, value in timing.items()})
+    return list(rows.values())
 
 
 def ratios(rows):
@@ -146,6 +149,7 @@ def ratios(rows):
 
 
 def print_report(rows, summary, limits, machine):
+    rows = [dict(row) for row in rows]  # display columns added to copies, not to the JSON rows
     for row in rows:
         for mode in ("fwd", "fwd+bwd"):
             row[f"{mode}_ms"] = f"{1e3 * row[f'{mode}_median_s']:.2f} ({1e3 * row[f'{mode}_iqr_s']:.2f})"
@@ -210,6 +214,8 @@ def main():
     parser.add_argument("--json", metavar="PATH", help="write every figure and the machine description here")
     args = parser.parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if device.type == "cuda" and detrx.is_compiled() and not detrx.build_info()["cuda"]:
+        parser.error("detrx was built without its CUDA kernels; rebuild on a machine with a GPU or with FORCE_CUDA=1")
     if device.type == "cpu":
         check_cpu_peak_method()
     if not detrx.is_compiled():
@@ -217,7 +223,7 @@ def main():
 
     machine = describe_machine(device)
     machine.update(dtype=args.dtype, build_info=detrx.build_info())
-    runs, budget = plan(args.quick)
+    runs, budget = plan(args.quick, device)
     start = time.perf_counter()
     cases = {case.name: case for case in CASES}
     rows = []

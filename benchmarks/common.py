@@ -49,6 +49,27 @@ def describe_machine(device):
     return description
 
 
+def _measure(timer, min_run_time, min_samples, seconds_per_call):
+    """A Measurement of at least min_samples samples (see time_callable)."""
+    if seconds_per_call is not None and seconds_per_call * min_samples >= min_run_time:
+        samples = [timer.timeit(1) for _ in range(min_samples)]
+    else:
+        samples = [timer.blocked_autorange(min_run_time=min_run_time)]
+    calls_per_sample = samples[0].number_per_run
+    while sum(len(sample.times) for sample in samples) < min_samples:
+        samples.append(timer.timeit(calls_per_sample))
+    return benchmark.Measurement.merge(samples)[0]  # times stay per call
+
+
+def _summary(measurement):
+    return {"median_s": measurement.median, "iqr_s": measurement.iqr, "samples": len(measurement.times),
+            "times_s": list(measurement.times)}
+
+
+def _timer(fn):
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+
+
 def time_callable(fn, min_run_time, min_samples=3, seconds_per_call=None):
     """Median and inter-quartile range (seconds) of fn(), from at least min_samples samples.
 
@@ -57,17 +78,19 @@ def time_callable(fn, min_run_time, min_samples=3, seconds_per_call=None):
     one call (seconds_per_call) at over min_run_time / min_samples: one call per sample,
     min_samples of them, which saves the block-size estimate (one more slow call).
     """
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    if seconds_per_call is not None and seconds_per_call * min_samples >= min_run_time:
-        samples = [timer.timeit(1) for _ in range(min_samples)]
-    else:
-        samples = [timer.blocked_autorange(min_run_time=min_run_time)]
-    calls_per_sample = samples[0].number_per_run
-    while sum(len(sample.times) for sample in samples) < min_samples:
-        samples.append(timer.timeit(calls_per_sample))
-    measurement = benchmark.Measurement.merge(samples)[0]  # times stay per call
-    return {"median_s": measurement.median, "iqr_s": measurement.iqr, "samples": len(measurement.times),
-            "calls_per_sample": calls_per_sample}
+    return _summary(_measure(_timer(fn), min_run_time, min_samples, seconds_per_call))
+
+
+def time_interleaved(functions, min_run_time, min_samples=3):
+    """time_callable for several functions ({name: (fn, seconds_per_call)}), measured in
+    min_samples alternating rounds, so that a machine whose load drifts (a shared one) slows them
+    all alike and their ratios stay meaningful. Returns {name: timing}."""
+    timers = {name: _timer(fn) for name, (fn, _) in functions.items()}
+    rounds = {name: [] for name in functions}
+    for _ in range(min_samples):
+        for name, (_, seconds_per_call) in functions.items():
+            rounds[name].append(_measure(timers[name], min_run_time / min_samples, 1, seconds_per_call))
+    return {name: _summary(benchmark.Measurement.merge(measurements)[0]) for name, measurements in rounds.items()}
 
 
 def format_table(rows, columns):

@@ -1,9 +1,10 @@
-"""ms_deform_attn on unusual memory layouts and sizes: strided views, empty batches, thread counts."""
+"""ms_deform_attn on unusual layouts and sizes: strided or misaligned views, empty and degenerate sizes, empty
+levels, and its determinism across runs, thread counts and deterministic mode."""
 import pytest
 import torch
 
-from conftest import make_inputs, output_and_grads
-from detrx.ops import ms_deform_attn
+from conftest import assert_matches_reference, make_inputs, output_and_grads
+from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 
 def interleaved(tensor):
@@ -21,12 +22,38 @@ def strided_views(inputs):
     return views
 
 
+def assert_same_results(actual, expected, device):
+    """(output, grads...) bitwise equal; on CUDA the gradients only close, as atomics sum them in any order."""
+    for index, (got, want) in enumerate(zip(actual, expected)):
+        if device == "cpu" or index == 0:
+            assert torch.equal(got, want)
+        else:
+            torch.testing.assert_close(got, want)
+
+
 def test_non_contiguous_inputs_give_the_same_results(device):
     inputs = make_inputs(channels=32, device=device)
     expected = output_and_grads(ms_deform_attn, inputs)
-    actual = output_and_grads(ms_deform_attn, strided_views(inputs))
-    for got, want in zip(actual, expected):
-        assert torch.equal(got, want)
+    assert_same_results(output_and_grads(ms_deform_attn, strided_views(inputs)), expected, device)
+
+
+def misaligned(tensor):
+    """A contiguous copy of tensor whose data starts one element past an allocation's start,
+    so it is not 16-byte aligned (vector loads must not assume it is)."""
+    storage = torch.empty(tensor.numel() + 1, dtype=tensor.dtype, device=tensor.device)
+    view = storage[1:].view(tensor.shape)
+    view.copy_(tensor)
+    return view
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_misaligned_contiguous_inputs_give_the_same_results(device, dtype):
+    inputs = make_inputs(channels=32, dtype=dtype, device=device)
+    expected = output_and_grads(ms_deform_attn, inputs)
+    value, spatial_shapes, level_start_index, locations, weights = inputs
+    shifted = (misaligned(value), spatial_shapes, level_start_index, misaligned(locations), misaligned(weights))
+    assert shifted[0].is_contiguous() and shifted[0].data_ptr() % 16 != 0
+    assert_same_results(output_and_grads(ms_deform_attn, shifted), expected, device)
 
 
 @pytest.mark.parametrize("batch, queries", [(0, 6), (2, 0), (0, 0)], ids=["N=0", "Lq=0", "both"])
@@ -39,6 +66,29 @@ def test_empty_batch_or_queries(device, batch, queries):
     assert grad_weights.shape == weights.shape
     # With no queries nothing is sampled, so value (if any) gets an all-zero gradient.
     assert grad_value.numel() == 0 or grad_value.abs().max() == 0
+
+
+@pytest.mark.parametrize("sizes", [dict(points=0), dict(channels=0), dict(heads=0)], ids=["P=0", "D=0", "M=0"])
+def test_degenerate_sizes_match_reference(device, sizes):
+    assert_matches_reference(make_inputs(device=device, **sizes), tolerance=0)
+
+
+def test_an_empty_level_contributes_nothing(device):
+    """A 0 x 3 level gives the same as leaving that level out, in the op and in the reference."""
+    levels = [(5, 7), (0, 3), (3, 2)]
+    value, spatial_shapes, level_start_index, locations, weights = make_inputs(levels=levels, device=device)
+    kept = [0, 2]
+    without = (value, spatial_shapes[kept], level_start_index[kept], locations[:, :, :, kept], weights[:, :, :, kept])
+    output, grad_value, grad_locations, grad_weights = output_and_grads(
+        ms_deform_attn, (value, spatial_shapes, level_start_index, locations, weights))
+    expected = output_and_grads(ms_deform_attn_reference, without)
+    torch.testing.assert_close(output, expected[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_value, expected[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_locations[:, :, :, kept], expected[2], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_weights[:, :, :, kept], expected[3], rtol=0, atol=1e-12)
+    assert grad_locations[:, :, :, 1].abs().max() == 0 and grad_weights[:, :, :, 1].abs().max() == 0
+    reference = output_and_grads(ms_deform_attn_reference, (value, spatial_shapes, level_start_index, locations, weights))
+    torch.testing.assert_close(reference[0], expected[0], rtol=0, atol=1e-12)
 
 
 def cpu_results_with_threads(inputs, threads):

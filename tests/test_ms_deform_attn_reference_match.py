@@ -87,3 +87,16 @@ def test_low_precision_at_most_twice_the_reference_error(device, dtype):
         error = (got.double() - want).abs().max().item()
         baseline_error = (baseline.double() - want).abs().max().item()
         assert error <= 2 * baseline_error, f"{name}: error {error:.3g} > 2 * {baseline_error:.3g}"
+
+
+@pytest.mark.parametrize("channels", [1, 32])  # plain and SIMD channel paths
+def test_nan_value_under_a_zero_weight_tap_propagates(device, channels):
+    # One 1x2 level whose second pixel is NaN, sampled at the first pixel's exact centre: the
+    # second pixel is inside the map with bilinear weight 0, and 0 * NaN is NaN in grid_sample.
+    value = torch.tensor([1.0, float("nan")], dtype=torch.float64, device=device).view(1, 2, 1, 1)
+    value = value.expand(1, 2, 1, channels).contiguous()
+    inputs = make_inputs(levels=[(1, 2)], batch=1, queries=1, heads=1, channels=channels, points=1, device=device,
+                         locations=torch.tensor([0.25, 0.5], dtype=torch.float64).view(1, 1, 1, 1, 1, 2))
+    inputs = (value,) + inputs[1:]
+    assert ms_deform_attn_reference(*inputs).isnan().all()
+    assert ms_deform_attn(*inputs).isnan().all()

@@ -48,7 +48,8 @@ void dispatch_channels(int64_t channels, const Body& body) {
 }
 
 // out[0:D] = sum over the head's points i in [first, first + count) and their corners inside the map
-// of attention * bilinear weight * value row (taps of weight 0 are skipped, as they add nothing). Corner c goes to sum c, so consecutive taps do not
+// of attention * bilinear weight * value row (a zero weight still multiplies its value, so NaN and
+// inf propagate exactly as in grid_sample). Corner c goes to sum c, so consecutive taps do not
 // wait on each other. SIMD registers for float32/float64 with D in {16, 32, 64} ...
 template <typename scalar_t, int kChannels>
 std::enable_if_t<kSimdChannels<scalar_t, kChannels>> gather_head(
@@ -61,10 +62,10 @@ std::enable_if_t<kSimdChannels<scalar_t, kChannels>> gather_head(
     for (auto& v : sum) v = Vec(scalar_t(0));
   for (int64_t i = first; i < first + count; ++i) {
     for (int c = 0; c < 4; ++c) {
-      const scalar_t w = taps.tap_weight(c, i);
-      if (w == scalar_t(0)) continue;  // outside the map (or a zero weight: nothing to add)
+      if (!taps.inside(c, i)) continue;
+      const Vec w(taps.tap_weight(c, i));
       const scalar_t* row = value + taps.corner_row(c, i) * row_stride;
-      for (int k = 0; k < kVecs; ++k) acc[c][k] = at::vec::fmadd(Vec(w), Vec::loadu(row + k * Vec::size()), acc[c][k]);
+      for (int k = 0; k < kVecs; ++k) acc[c][k] = at::vec::fmadd(w, Vec::loadu(row + k * Vec::size()), acc[c][k]);
     }
   }
   for (int k = 0; k < kVecs; ++k) ((acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k])).store(out + k * Vec::size());
@@ -79,8 +80,8 @@ std::enable_if_t<!kSimdChannels<scalar_t, kChannels>> gather_head(
   acc.assign(channels, acc_t(0));
   for (int64_t i = first; i < first + count; ++i) {
     for (int c = 0; c < 4; ++c) {
+      if (!taps.inside(c, i)) continue;
       const acc_t w = taps.tap_weight(c, i);
-      if (w == acc_t(0)) continue;
       const scalar_t* row = value + taps.corner_row(c, i) * row_stride;
       for (int64_t d = 0; d < channels; ++d) acc[d] += w * static_cast<acc_t>(row[d]);
     }

@@ -92,6 +92,9 @@ def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_
     grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] coordinates
     samples = []
     for level, (h, w) in enumerate(shapes):
+        if h * w == 0:  # an empty map has no pixel to sample (grid_sample refuses it)
+            samples.append(value.new_zeros(N * M, D, Lq, P))
+            continue
         level_value = value_per_level[level].flatten(2).transpose(1, 2).reshape(N * M, D, h, w)
         level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [N*M, Lq, P, 2]
         samples.append(F.grid_sample(level_value, level_grid, mode="bilinear",
