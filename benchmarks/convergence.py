@@ -35,10 +35,10 @@ from detrx.train import train  # noqa: E402
 
 # One config for every model of the study: the synthetic set, a small from-scratch backbone, a
 # small transformer, and a schedule that fits the CPU budget (12 epochs x 250 steps per run; the
-# four runs, two at a time, took 6.4 min on 2 idle cores, 28 min on the same CPU shared with other jobs). With it DN-DETR
-# reaches val AP50 ~0.5 but vanilla DETR stays near 0 (it leaves its class-loss plateau only after
-# ~2,500 steps: AP50 0.09 after 5,000 steps in a longer single run), so the "vanilla AP50 >= 0.5"
-# target is NOT met by this schedule; see docs/variants.md.
+# four runs, two at a time, took 6.4 min on 2 idle cores, 28 min on the same CPU when shared).
+# With it DN-DETR reaches val AP50 0.33-0.51 but vanilla DETR stays near 0 (it leaves its
+# class-loss plateau only after ~2,500 steps: AP50 0.09 after 5,500 steps in a longer single run),
+# so the "vanilla AP50 >= 0.5" target is NOT met by this schedule; see docs/variants.md.
 DEFAULT = ["--image-size", "64", "--num-classes", "3", "--min-objects", "1", "--max-objects", "3",
            "--min-size", "12", "--max-size-objects", "32", "--num-train", "2000", "--num-val", "200",
            "--backbone-widths", "16,32,64,64", "--backbone-blocks", "1,1,1,1", "--detr-stride", "8",
