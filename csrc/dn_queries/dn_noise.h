@@ -7,6 +7,7 @@
 // whatever its thread layout, on CPU and CUDA alike.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "dn_queries/dn_layout.h"
@@ -27,11 +28,12 @@ DETRX_HOST_DEVICE void dn_counter_uniform_pair(uint64_t seed, uint64_t index, fl
 }
 
 // Maps u in [0, 1) to a signed noise factor: |f| in [0, 1) for positives and [1, 2) for
-// negatives (DINO contrastive), the sign and the magnitude each uniform.
+// negatives (DINO contrastive), the sign and the magnitude each uniform. Written with arithmetic
+// instead of branches: on the CPU a branch on a random uniform is mispredicted half the time.
 DETRX_HOST_DEVICE float dn_noise_factor(float u, bool negative) {
-  const float magnitude = u < 0.5f ? 2.f * u : 2.f * u - 1.f;
-  const float sign = u < 0.5f ? -1.f : 1.f;
-  return sign * (negative ? 1.f + magnitude : magnitude);
+  const float upper = floorf(2.f * u);  // 1 for the upper half of [0, 1), else 0
+  const float magnitude = 2.f * u - upper;  // in [0, 1)
+  return (2.f * upper - 1.f) * (magnitude + static_cast<float>(negative));
 }
 
 // Flips the label with probability ratio to a class drawn uniformly from [0, num_classes).
@@ -42,9 +44,11 @@ DETRX_HOST_DEVICE int64_t dn_noisy_label(int64_t label, float u_flip, float u_cl
   return u_flip < static_cast<float>(ratio) ? new_label : label;
 }
 
+// Two selects that compile to min/max instructions (no branch) for finite x.
 template <typename acc_t>
 DETRX_HOST_DEVICE acc_t dn_clamp(acc_t x, acc_t low, acc_t high) {
-  return x < low ? low : (x > high ? high : x);
+  const acc_t above_low = x > low ? x : low;
+  return above_low < high ? above_low : high;
 }
 
 // Jitters a (cx, cy, w, h) box by factor[c] * scale: DN-DETR style moves the centre by up to

@@ -59,29 +59,32 @@ DETRX_HOST_DEVICE void dn_write_padded_slot(const DNNoiseParams& params, const D
 template <typename scalar_t, typename acc_t, bool kPreDrawn, bool kDinoStyle>
 DETRX_HOST_DEVICE void dn_write_valid_slot(const DNNoiseParams& params, const DNSlotTensors<scalar_t>& t,
                                            uint64_t seed, int64_t slot, int64_t gt_flat, int64_t gt, bool negative) {
+  // Written out without loops: the vectoriser takes the CPU loop over slots only when its body has none.
   float u[kDNUniformsPerSlot];
   const uint64_t first = static_cast<uint64_t>(slot) * kDNUniformsPerSlot;
-  for (int c = 0; c < kDNUniformsPerSlot; c += 2) {
-    if constexpr (kPreDrawn) {
-      u[c] = t.noise[first + c];
-      u[c + 1] = t.noise[first + c + 1];
-    } else {
-      dn_counter_uniform_pair(seed, (first + c) / 2, &u[c], &u[c + 1]);
-    }
+  if constexpr (kPreDrawn) {
+    const float* drawn = t.noise + first;
+    u[0] = drawn[0], u[1] = drawn[1], u[2] = drawn[2], u[3] = drawn[3], u[4] = drawn[4], u[5] = drawn[5];
+  } else {
+    dn_counter_uniform_pair(seed, first / 2, &u[0], &u[1]);
+    dn_counter_uniform_pair(seed, first / 2 + 1, &u[2], &u[3]);
+    dn_counter_uniform_pair(seed, first / 2 + 2, &u[4], &u[5]);
   }
   t.positive[slot] = !negative;
   t.valid[slot] = true;
   t.gt_index[slot] = gt;
   t.labels[slot] = dn_noisy_label(t.gt_labels[gt_flat], u[0], u[1], params.label_noise_ratio, params.num_classes);
-  acc_t box[4], noisy[4];
-  float factor[4];
-  for (int c = 0; c < 4; ++c) {
-    box[c] = static_cast<acc_t>(t.gt_boxes[4 * gt_flat + c]);
-    factor[c] = dn_noise_factor(u[2 + c], negative);
-  }
+  const scalar_t* gt_box = t.gt_boxes + 4 * gt_flat;
+  const acc_t box[4] = {static_cast<acc_t>(gt_box[0]), static_cast<acc_t>(gt_box[1]), static_cast<acc_t>(gt_box[2]),
+                        static_cast<acc_t>(gt_box[3])};
+  const float factor[4] = {dn_noise_factor(u[2], negative), dn_noise_factor(u[3], negative),
+                           dn_noise_factor(u[4], negative), dn_noise_factor(u[5], negative)};
+  acc_t noisy[4];
   dn_noisy_box<acc_t, kDinoStyle>(box, factor, static_cast<acc_t>(params.box_noise_scale),
                                    static_cast<acc_t>(params.min_box_size), noisy);
-  for (int c = 0; c < 4; ++c) t.boxes[4 * slot + c] = static_cast<scalar_t>(noisy[c]);
+  scalar_t* out_box = t.boxes + 4 * slot;
+  out_box[0] = static_cast<scalar_t>(noisy[0]), out_box[1] = static_cast<scalar_t>(noisy[1]);
+  out_box[2] = static_cast<scalar_t>(noisy[2]), out_box[3] = static_cast<scalar_t>(noisy[3]);
 }
 
 }  // namespace detrx
