@@ -71,13 +71,14 @@ def test_detr_on_a_finer_stride_uses_every_parameter(stride):
 
 
 @needs_dn
-@pytest.mark.parametrize("model_name", ["dn_detr", "dn_deformable_detr"])
+@pytest.mark.parametrize("model_name, extra", [("dn_detr", []), ("dn_deformable_detr", []),
+                                               ("dn_deformable_detr", ["--two-stage"])])
 @pytest.mark.parametrize("contrastive", [False, True])
-def test_matching_queries_do_not_see_dn_queries(model_name, contrastive):
+def test_matching_queries_do_not_see_dn_queries(model_name, extra, contrastive):
     """Eval mode (no dropout): the matching queries' outputs are identical with and without DN
     queries in the decoder; with the DN mask removed they change (so the test can fail)."""
     torch.manual_seed(0)
-    args = tiny_args(model_name, *(["--contrastive"] if contrastive else []))
+    args = tiny_args(model_name, *extra, *(["--contrastive"] if contrastive else []))
     model, _, _ = build_model(args)
     model.eval()
     images, mask, targets = _batch()

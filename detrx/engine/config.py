@@ -31,6 +31,7 @@ def get_args_parser():
     p.add_argument("--num-feature-levels", type=int, default=4)
     p.add_argument("--n-points", type=int, default=4)
     p.add_argument("--no-box-refine", dest="box_refine", action="store_false")
+    p.add_argument("--two-stage", action="store_true", help="deformable models: queries from encoder proposals")
     # denoising
     p.add_argument("--dn-groups", type=int, default=5)
     p.add_argument("--label-noise-ratio", type=float, default=0.5)
@@ -91,6 +92,8 @@ def get_args_parser():
 def finalize_args(args):
     """Fills the model-dependent defaults and checks option combinations; returns args."""
     deformable = args.model in ("deformable_detr", "dn_deformable_detr")
+    if args.two_stage and not deformable:
+        raise ValueError(f"--two-stage applies to the deformable models only, not to --model {args.model}")
     args.loss = args.loss or ("focal" if deformable else "ce")
     focal = args.loss == "focal"
     args.ce_loss_coef = args.ce_loss_coef if args.ce_loss_coef is not None else (2.0 if focal else 1.0)

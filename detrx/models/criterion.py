@@ -1,7 +1,8 @@
 """DETR's set criterion: Hungarian-matched class + box losses on every decoder layer, plus the
 denoising (DN) terms, whose queries come pre-assigned to their ground truth.
 
-Losses per layer (keys; `_<i>` for auxiliary layer i, `_dn` for the denoising part):
+Losses per layer (keys; `_<i>` for auxiliary layer i, `_dn` for the denoising part, `_enc` for the
+two-stage encoder's proposals, matched class-agnostically):
     loss_ce    cross-entropy with a down-weighted "no object" class, or sigmoid focal loss
     loss_bbox  L1 on normalised (cx, cy, w, h)
     loss_giou  1 - GIoU
@@ -13,6 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from detrx.models.two_stage import class_agnostic
 from detrx.util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
 
@@ -86,7 +88,7 @@ class SetCriterion(nn.Module):
     def forward(self, outputs, targets):
         """outputs: "pred_logits", "pred_boxes", "aux_outputs" (list per earlier layer) and,
         when the model ran DN queries, "dn" (same keys + "labels", "boxes", "box_mask", "valid",
-        "num_groups"); targets: list of {"labels", "boxes"} -> dict of all losses (unweighted)."""
+        "num_groups"), and with two-stage queries "enc_outputs"; targets: list of {"labels", "boxes"} -> dict of all losses (unweighted)."""
         device = outputs["pred_boxes"].device
         num_boxes = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
         if dist.is_available() and dist.is_initialized():
@@ -96,6 +98,9 @@ class SetCriterion(nn.Module):
         losses = self.matched_losses(outputs, targets, num_boxes)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update({f"{k}_{i}": v for k, v in self.matched_losses(aux, targets, num_boxes).items()})
+        if "enc_outputs" in outputs:
+            enc = self.matched_losses(outputs["enc_outputs"], class_agnostic(targets), num_boxes)
+            losses.update({f"{k}_enc": v for k, v in enc.items()})
         if "dn" in outputs:
             dn = outputs["dn"]
             losses.update(self.dn_losses(dn, dn, num_boxes))
@@ -109,9 +114,11 @@ class SetCriterion(nn.Module):
 
 
 def build_weight_dict(args):
-    """Weights for the final layer, every auxiliary layer and the DN terms of each."""
+    """Weights for the final layer, every auxiliary layer, the DN terms of each, and the two-stage
+    encoder's terms."""
     base = {"loss_ce": args.ce_loss_coef, "loss_bbox": args.bbox_loss_coef, "loss_giou": args.giou_loss_coef}
     weights = dict(base)
+    weights.update({f"{k}_enc": w for k, w in base.items()})
     weights.update({f"{k}_dn": w * args.dn_loss_coef for k, w in base.items()})
     for i in range(args.dec_layers - 1):
         weights.update({f"{k}_{i}": w for k, w in base.items()})

@@ -5,6 +5,7 @@ level instead of attending to all S tokens. With box refinement every decoder la
 previous layer's box, which becomes the next layer's (4-d) reference.
 """
 import copy
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -61,9 +62,9 @@ class DeformableDecoderLayer(nn.Module):
         return self.ffn(self.norm2(tgt + self.dropout2(attended)))
 
 
-def encoder_reference_points(spatial_shapes, valid_ratios):
-    """Pixel centres of every level, normalised by the unpadded extent, seen from every level:
-    spatial_shapes [L, 2], valid_ratios [B, L, 2] (w, h) -> [B, S, L, 2] (x, y)."""
+def pixel_centres(spatial_shapes, valid_ratios):
+    """Pixel centres of every level, normalised by the level's unpadded extent: spatial_shapes
+    [L, 2], valid_ratios [B, L, 2] (w, h) -> [B, S, 2] (x, y); above 1 in the padding."""
     points = []
     for level, (h, w) in enumerate(spatial_shapes.tolist()):
         ys, xs = torch.meshgrid(torch.arange(h, device=valid_ratios.device) + 0.5,
@@ -71,15 +72,26 @@ def encoder_reference_points(spatial_shapes, valid_ratios):
         x = xs.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * w)  # [B, h*w]
         y = ys.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * h)
         points.append(torch.stack([x, y], -1))
-    points = torch.cat(points, 1)  # [B, S, 2]
-    return points[:, :, None] * valid_ratios[:, None]
+    return torch.cat(points, 1)
+
+
+def encoder_reference_points(spatial_shapes, valid_ratios):
+    """The pixel centres seen from every level: -> [B, S, L, 2] (x, y)."""
+    return pixel_centres(spatial_shapes, valid_ratios)[:, :, None] * valid_ratios[:, None]
+
+
+class EncodedImages(NamedTuple):
+    """The encoder's output and the layout the decoder needs."""
+    memory: torch.Tensor           # [B, S, C]
+    padding_mask: torch.Tensor     # [B, S] True = padding
+    spatial_shapes: torch.Tensor   # [L, 2] (h, w)
+    level_start: torch.Tensor      # [L]
+    valid_ratios: torch.Tensor     # [B, L, 2] (w, h) unpadded fraction of each level
 
 
 class DeformableTransformer(nn.Module):
-    """forward(srcs, masks, pos_embeds: per level [B, C, H_l, W_l] / [B, H_l, W_l] / [B, C, H_l, W_l];
-    tgt, query_pos [B, Q, C]; reference_points [B, Q, 2]; self_attn_mask; bbox_embed: per-layer
-    box heads for iterative refinement, or None) -> (hs [L_dec, B, Q, C], references: list of L_dec
-    [B, Q, 2 or 4], the reference each layer's box is predicted relative to)."""
+    """MSDA encoder over the flattened levels (`encode`), then the decoder over the queries (`decode`);
+    the detector picks the queries in between (learned, or two-stage from the encoder's output)."""
 
     def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
                  dim_feedforward=1024, dropout=0.1, num_feature_levels=4, n_points=4):
@@ -103,13 +115,20 @@ class DeformableTransformer(nn.Module):
                              / torch.tensor([m.shape[2], m.shape[1]], device=m.device) for m in masks], 1)
         return src, pos, mask, shapes, level_start, valid
 
-    def forward(self, srcs, masks, pos_embeds, tgt, query_pos, reference_points, self_attn_mask=None,
-                bbox_embed=None):
+    def encode(self, srcs, masks, pos_embeds):
+        """Per level [B, C, H_l, W_l] features, [B, H_l, W_l] masks, [B, C, H_l, W_l] positions -> EncodedImages."""
         src, pos, mask, shapes, level_start, valid_ratios = self.flatten(srcs, masks, pos_embeds)
         enc_refs = encoder_reference_points(shapes, valid_ratios)  # [B, S, L, 2]
         memory = src
         for layer in self.encoder:
             memory = layer(memory, pos, enc_refs, shapes, level_start, mask)
+        return EncodedImages(memory, mask, shapes, level_start, valid_ratios)
+
+    def decode(self, encoded, tgt, query_pos, reference_points, self_attn_mask=None, bbox_embed=None):
+        """tgt, query_pos [B, Q, C]; reference_points [B, Q, 2 or 4]; bbox_embed: per-layer box heads
+        for iterative refinement, or None -> (hs [L_dec, B, Q, C], references: list of L_dec
+        [B, Q, 2 or 4], the reference each layer's box is predicted relative to)."""
+        memory, mask, shapes, level_start, valid_ratios = encoded
         hs, references, out, reference = [], [], tgt, reference_points
         for i, layer in enumerate(self.decoder):
             scale = valid_ratios if reference.shape[-1] == 2 else torch.cat([valid_ratios, valid_ratios], -1)

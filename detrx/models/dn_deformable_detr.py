@@ -1,10 +1,11 @@
 """DN-Deformable-DETR: Deformable DETR + denoising queries. A DN query's position vector is built
 as in DN-DETR (`DenoisingQueries`), its content stream is zero, and its reference point is the
-centre of its noisy box, so MSDA samples around the noisy box and the first layer refines from it.
+centre of its noisy box (the whole box when the matching queries have 4-d references, as with
+two-stage queries), so MSDA samples around the noisy box and the first layer refines from it.
 Only the decoder self-attention takes the DN mask (MSDA cross-attention is per query)."""
 import torch
 
-from detrx.models.deformable_detr import DeformableDETR
+from detrx.models.deformable_detr import DeformableDETR, with_encoder_outputs
 from detrx.models.denoising import split_layers
 from detrx.models.detr import pack_outputs
 
@@ -13,8 +14,9 @@ class DNDeformableDETR(DeformableDETR):
     """DeformableDETR + `denoising` (a `DenoisingQueries`)."""
 
     def __init__(self, backbone, transformer, num_classes, num_queries, denoising, num_feature_levels=4,
-                 box_refine=True, loss="focal"):
-        super().__init__(backbone, transformer, num_classes, num_queries, num_feature_levels, box_refine, loss)
+                 box_refine=True, loss="focal", two_stage=False):
+        super().__init__(backbone, transformer, num_classes, num_queries, num_feature_levels, box_refine, loss,
+                         two_stage)
         self.denoising = denoising
 
     def forward(self, images, mask, targets=None, use_dn=None, generator=None):
@@ -24,19 +26,21 @@ class DNDeformableDETR(DeformableDETR):
             return super().forward(images, mask)
         if targets is None:
             raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
-        tgt, query_pos, reference_points = self.object_queries(images.shape[0])
+        encoded = self.encode(images, mask)
+        (tgt, query_pos, reference_points), encoder_outputs = self.object_queries(encoded)
         dn, dn_pos, attn_mask, loss_targets = self.denoising(
             targets, self.num_queries, self.transformer.nhead, generator)
         query_pos = torch.cat([dn_pos, query_pos], dim=1)  # [B, K + N, C]
         tgt = torch.cat([torch.zeros_like(dn_pos), tgt], dim=1)
-        reference_points = torch.cat([dn.boxes[..., :2].to(reference_points.dtype), reference_points], dim=1)
-        logits, boxes = self.run(images, mask, tgt, query_pos, reference_points, attn_mask)
+        dn_reference = dn.boxes[..., :reference_points.shape[-1]].to(reference_points.dtype)  # centre or box
+        reference_points = torch.cat([dn_reference, reference_points], dim=1)
+        logits, boxes = self.decode(encoded, tgt, query_pos, reference_points, attn_mask)
         (dn_logits, dn_boxes), matched = split_layers(logits, boxes, dn.num_dn)
-        outputs = pack_outputs(*matched)
+        outputs = with_encoder_outputs(pack_outputs(*matched), encoder_outputs)
         outputs["dn"] = {**pack_outputs(dn_logits, dn_boxes), **loss_targets}
         return outputs
 
 
 def build_dn_deformable_detr(args, backbone, transformer, denoising):
     return DNDeformableDETR(backbone, transformer, args.num_classes, args.num_queries, denoising,
-                            args.num_feature_levels, args.box_refine, args.loss)
+                            args.num_feature_levels, args.box_refine, args.loss, args.two_stage)
