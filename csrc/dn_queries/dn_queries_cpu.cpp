@@ -21,7 +21,7 @@ namespace detrx {
 namespace {
 
 constexpr int64_t kSlotsPerTask = 8192;                   // about 40 us of slot writes
-constexpr int64_t kMaskBytesPerTask = int64_t{1} << 20;  // about 75 us of memset
+constexpr int64_t kMaskBytesPerTask = int64_t{1} << 19;  // about 40 us of memset
 
 // Row i of a [K+N, K+N] mask. valid: this image's [K] slot flags, or null for the shared form
 // (every slot of the own group visible).
