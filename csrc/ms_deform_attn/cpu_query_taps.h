@@ -5,12 +5,14 @@
 // its bilinear weight (0 outside), that weight times the point's attention weight, and the row of
 // value (index into S) that the corner reads. It is the
 // math of bilinear_footprint() (bilinear_sampling.h, used by the CUDA kernels) written with at::vec,
-// 8 or 16 points at a time; the CPU-vs-grid_sample tests check it.
+// 8 or 16 points at a time, with the same rounding of the pixel coordinate (pixel_coordinate())
+// and the same test of whether a point touches its map; the CPU-vs-grid_sample tests check it.
 #pragma once
 
 #include "cpu_vec.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <tuple>
 #include <type_traits>
@@ -51,7 +53,7 @@ class QueryTaps {
   // loc: [samples, 2] normalised (x, y); attention: [samples].
   template <typename scalar_t>
   void compute(const scalar_t* loc, const scalar_t* attention) {
-    const Vec zero(acc_t(0)), one(acc_t(1)), half(acc_t(0.5)), minus_one(acc_t(-1)), outside(acc_t(-2));
+    const Vec zero(acc_t(0)), one(acc_t(1)), minus_one(acc_t(-1)), outside(acc_t(-2));
     for (int64_t i = 0; i < padded_; i += Vec::size()) {
       const int64_t n = std::min<int64_t>(Vec::size(), samples_ - i);
       Vec loc_x, loc_y;
@@ -59,9 +61,10 @@ class QueryTaps {
       const Vec a = load(attention + i, n);
       a.store(&attention_[i]);
       const Vec width = Vec::loadu(&width_[i]), height = Vec::loadu(&height_[i]);
-      Vec x = loc_x * width - half;  // pixel coordinates (align_corners=False)
-      Vec y = loc_y * height - half;
-      const Vec touches = (x > minus_one) & (x < width) & (y > minus_one) & (y < height);  // false for NaN
+      Vec x = pixel_coordinates(loc_x, width);  // align_corners=False
+      Vec y = pixel_coordinates(loc_y, height);
+      // Touches the map from -1 on (there the pixel at 0 has weight 0); false for NaN and infinities.
+      const Vec touches = (x >= minus_one) & (x < width) & (y >= minus_one) & (y < height);
       x = Vec::blendv(outside, x, touches);
       y = Vec::blendv(outside, y, touches);
       const Vec x0 = x.floor(), y0 = y.floor();
@@ -101,6 +104,28 @@ class QueryTaps {
   int64_t corner_row(int c, int64_t i) const { return static_cast<int64_t>(row_[c][i]); }
 
  private:
+  // a * b + c with one rounding: an FMA instruction where at::vec has one (AVX2, AVX-512), else
+  // std::fma on each lane (at::vec's generic fmadd is a * b + c, rounded twice).
+  static Vec fused_multiply_add(const Vec& a, const Vec& b, const Vec& c) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+    return at::vec::fmadd(a, b, c);
+#else
+    acc_t la[Vec::size()], lb[Vec::size()], lc[Vec::size()];
+    a.store(la);
+    b.store(lb);
+    c.store(lc);
+    for (int k = 0; k < Vec::size(); ++k) la[k] = std::fma(la[k], lb[k], lc[k]);
+    return Vec::loadu(la);
+#endif
+  }
+
+  // pixel_coordinate() of bilinear_sampling.h for a vector of locations on axes of the given sizes.
+  static Vec pixel_coordinates(const Vec& loc, const Vec& size) {
+    const Vec one(acc_t(1));
+    const Vec grid = Vec(acc_t(2)) * loc - one;
+    return fused_multiply_add(grid + one, size, Vec(acc_t(-1))) * Vec(acc_t(0.5));
+  }
+
   template <typename scalar_t>
   static Vec load(const scalar_t* p, int64_t n) {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
