@@ -35,8 +35,7 @@ def border_locations(levels, batch, queries, heads, points, seed=0):
 
     Per axis of size K: 0 and 1 (the map's outer edges), pixel edges i / K, pixel centres
     (i + 0.5) / K, and -0.3 / 1.3 (outside the map). With power-of-two sizes these are exact
-    in binary, so the kernel (loc * K - 0.5) and grid_sample ((2 * loc - 1 + 1) * K - 1) / 2 land
-    on the same pixel coordinate and take the same side of each kink.
+    in binary (other sizes: test_ms_deform_attn_creases.py).
     """
     generator = torch.Generator().manual_seed(seed)
     per_level = []
