@@ -115,6 +115,18 @@ def test_function_accepts_int32_shapes_like_rfdetr():
     assert_relative_close(detrx_rfdetr.ms_deform_attn_core(value, shapes.int(), locations, weights), expected, 1e-5)
 
 
+def test_function_mixed_dtypes_under_autocast_like_rfdetr():
+    """rfdetr under bfloat16 autocast passes a bfloat16 value and weights with float32 locations."""
+    value, shapes, locations, weights, hw = random_core_inputs(torch.float32, False, torch.Generator().manual_seed(7))
+    value, weights = value.bfloat16(), weights.bfloat16()
+    truth = RFDETR_CORE(value.double(), shapes, locations.double(), weights.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = RFDETR_CORE(value, shapes, locations, weights, value_spatial_shapes_hw=hw)
+        actual = detrx_rfdetr.ms_deform_attn_core(value, shapes, locations, weights, value_spatial_shapes_hw=hw)
+    assert actual.dtype == expected.dtype
+    assert (actual.double() - truth).abs().max() <= 2 * (expected.double() - truth).abs().max() + 1e-6
+
+
 @pytest.mark.parametrize("change,match", [
     (lambda a: {**a, "value": a["value"][0]}, r"value must be a \[B, M, D, S\]"),
     (lambda a: {**a, "sampling_locations": a["sampling_locations"][..., :8, :]}, "divisible by L"),
@@ -218,3 +230,16 @@ def test_model_float64_outputs_and_parameter_gradients_match(model):
     assert msda_params and all(e_grads[name].abs().max() > 0 for name in msda_params)
     for name, expected in e_grads.items():
         assert_relative_close(a_grads[name], expected, 1e-9)
+
+
+def test_model_under_bfloat16_autocast_matches_rfdetr(model):
+    pixels = images(seed=3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = predictions(model, pixels)
+        with detrx_rfdetr.patched(), OpCounter() as counter:
+            actual = predictions(model, pixels)
+    assert counter.counts == {"detrx.ms_deform_attn": len(model.transformer.decoder.layers)}
+    for a, e in zip(actual, expected):
+        assert a.dtype == e.dtype
+        # Both paths sample in float32 and round to bfloat16 at the next layer: within a bfloat16 step.
+        assert_relative_close(a.float(), e.float(), 1e-2)

@@ -17,6 +17,8 @@ rfdetr's layouts, converted without copies except the one the op makes of `value
     attention_weights     [B, Lq, M, L * P] softmaxed -> view [B, Lq, M, L, P]
     -> output             [B, Lq, M * D]
 `value_spatial_shapes_hw` (rfdetr's Python (H, W) pairs) must agree with `value_spatial_shapes`.
+Mixed dtypes (autocast: bfloat16 `value` and weights, float32 locations) are computed and returned
+in the widest of them, as rfdetr's own path does.
 
 rfdetr's own path is exactly grid_sample(bilinear, zeros, align_corners=False), which is what the op
 computes, so outputs agree to rounding. rfdetr imports nothing of detrx and `import detrx` imports
@@ -93,10 +95,15 @@ def ms_deform_attn_core(value, value_spatial_shapes, sampling_locations, attenti
 
     level_sizes = spatial_shapes[:, 0] * spatial_shapes[:, 1]                                   # [L]
     level_start_index = torch.cat([level_sizes.new_zeros(1), level_sizes.cumsum(0)[:-1]])      # [L]
+    # Under autocast rfdetr mixes dtypes (bfloat16 value and weights, float32 locations): its
+    # grid_sample path then computes and returns the widest of them, and so does this.
+    compute_dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
+                                        attention_weights.dtype)
     return ms_deform_attn(
-        value.permute(0, 3, 1, 2),                                             # [B, S, M, D] view
-        spatial_shapes, level_start_index, sampling_locations,                 # [B, Lq, M, L, P, 2]
-        attention_weights.unflatten(3, (num_levels, num_points)))              # [B, Lq, M, L, P]
+        value.permute(0, 3, 1, 2).to(compute_dtype),                           # [B, S, M, D] view
+        spatial_shapes, level_start_index,
+        sampling_locations.to(compute_dtype),                                  # [B, Lq, M, L, P, 2]
+        attention_weights.unflatten(3, (num_levels, num_points)).to(compute_dtype))  # [B, Lq, M, L, P]
 
 
 def _import_rfdetr():
