@@ -36,7 +36,7 @@ def _fail(message):
 
 
 def check_dn_args(gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups, dn_number,
-                  label_noise_ratio, box_noise_scale, noise_style, max_gt):
+                  label_noise_ratio, box_noise_scale, noise_style, max_gt, min_box_size=MIN_BOX_SIZE):
     """Checks everything that needs no tensor data: shapes, dtypes, devices and parameters."""
     for name, tensor in (("gt_labels", gt_labels), ("gt_boxes", gt_boxes), ("gt_counts", gt_counts)):
         if not isinstance(tensor, torch.Tensor):
@@ -67,6 +67,8 @@ def check_dn_args(gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_
         _fail(f"box_noise_scale must be finite and >= 0, got {box_noise_scale!r}")
     if noise_style not in NOISE_STYLES:
         _fail(f"noise_style must be one of {NOISE_STYLES}, got {noise_style!r}")
+    if not 0 < min_box_size <= 1:
+        _fail(f"min_box_size must be in (0, 1], got {min_box_size!r}")
 
 
 def _gt_problems(gt_labels, gt_boxes, gt_counts, num_classes):

@@ -13,7 +13,7 @@ Noise: a label flips with probability label_noise_ratio to a class drawn uniform
 [0, num_classes). "dn_detr" moves the centre by up to box_noise_scale * (w/2, h/2) and scales w, h by
 1 +- box_noise_scale; "dino" moves each corner by up to box_noise_scale * (w/2, h/2). Contrastive
 negatives take noise in [1, 2) times that and are trained towards "no object". Boxes are clamped to
-[0, 1] with w, h >= MIN_BOX_SIZE.
+[0, 1] with w, h >= min_box_size (default MIN_BOX_SIZE).
 
 Randomness: the compiled kernels draw counter-based uniforms from an int64 seed taken from
 `generator` (or the default generator of the gts' device), so the result is reproducible and the
@@ -56,27 +56,27 @@ def _resolve_max_gt(gt_labels, gt_boxes, gt_counts, num_classes, max_gt):
 
 def build_dn_queries(gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups=5, dn_number=None,
                      label_noise_ratio=0.5, box_noise_scale=0.4, noise_style="dn_detr", contrastive=False,
-                     generator=None, max_gt=None, noise=None, per_image_mask=True):
+                     generator=None, max_gt=None, noise=None, per_image_mask=True, min_box_size=MIN_BOX_SIZE):
     """Builds the denoising queries of a batch with the compiled kernels; see the module docstring.
 
     num_groups: DN-DETR's fixed group count; dn_number (DINO's query budget) overrides it with
     max(1, dn_number // group_size) groups. max_gt: the largest gt count, if the caller knows it
     (pad_targets' G), which saves the host read on CUDA. per_image_mask=False skips the
-    [B, K+N, K+N] mask (attn_mask is then None).
+    [B, K+N, K+N] mask (attn_mask is then None). min_box_size: the smallest noisy w, h, in (0, 1].
     """
     check_dn_args(gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups, dn_number,
-                  label_noise_ratio, box_noise_scale, noise_style, max_gt)
+                  label_noise_ratio, box_noise_scale, noise_style, max_gt, min_box_size)
     if not is_compiled():
         warn_if_missing()
         return build_dn_queries_reference(
             gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups, dn_number, label_noise_ratio,
-            box_noise_scale, noise_style, contrastive, generator, max_gt, noise, per_image_mask)
+            box_noise_scale, noise_style, contrastive, generator, max_gt, noise, per_image_mask, min_box_size)
     max_gt = _resolve_max_gt(gt_labels, gt_boxes, gt_counts, num_classes, max_gt)
     num_groups, group_size = dn_group_layout(max_gt, contrastive, num_groups, dn_number)
     seed = _draw_seed(generator, gt_labels.device)
     labels, boxes, gt_index, positive, valid, attn_mask, shared_attn_mask = torch.ops.detrx.dn_queries(
         gt_labels, gt_boxes, gt_counts, seed, noise, num_classes, num_queries, max_gt, num_groups, contrastive,
-        noise_style, float(label_noise_ratio), float(box_noise_scale), MIN_BOX_SIZE, per_image_mask)
+        noise_style, float(label_noise_ratio), float(box_noise_scale), float(min_box_size), per_image_mask)
     return DNQueries(labels, boxes, gt_index, positive, valid, attn_mask if per_image_mask else None,
                      shared_attn_mask, num_groups * group_size, num_groups, group_size, num_classes)
 

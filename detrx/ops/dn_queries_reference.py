@@ -40,7 +40,7 @@ def _noise_factor(u, negative):
     return sign * (magnitude + negative[:, None].to(u.dtype))
 
 
-def _noisy_boxes(boxes, factor, scale, noise_style):
+def _noisy_boxes(boxes, factor, scale, noise_style, min_box_size):
     """boxes [n, 4] cx, cy, w, h; DN-DETR jitters centre and size, DINO the corners."""
     half = boxes[:, 2:] / 2  # [n, 2]
     if noise_style == "dino":
@@ -50,16 +50,16 @@ def _noisy_boxes(boxes, factor, scale, noise_style):
     else:
         centre = boxes[:, :2] + factor[:, :2] * half * scale
         size = boxes[:, 2:] + factor[:, 2:] * boxes[:, 2:] * scale
-    return torch.cat([centre.clamp(0, 1), size.clamp(MIN_BOX_SIZE, 1)], dim=1)
+    return torch.cat([centre.clamp(0, 1), size.clamp(min_box_size, 1)], dim=1)
 
 
 def build_dn_queries_reference(gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups=5,
                                dn_number=None, label_noise_ratio=0.5, box_noise_scale=0.4,
                                noise_style="dn_detr", contrastive=False, generator=None, max_gt=None,
-                               noise=None, per_image_mask=True):
+                               noise=None, per_image_mask=True, min_box_size=MIN_BOX_SIZE):
     """Same arguments and result as `detrx.ops.build_dn_queries`."""
     check_dn_args(gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups, dn_number,
-                  label_noise_ratio, box_noise_scale, noise_style, max_gt)
+                  label_noise_ratio, box_noise_scale, noise_style, max_gt, min_box_size)
     max_gt = check_dn_values(gt_labels, gt_boxes, gt_counts, num_classes, max_gt)
     num_groups, group_size = dn_group_layout(max_gt, contrastive, num_groups, dn_number)
     B, K, device = gt_labels.shape[0], num_groups * group_size, gt_labels.device
@@ -93,7 +93,7 @@ def build_dn_queries_reference(gt_labels, gt_boxes, gt_counts, num_classes, num_
     noisy_labels = torch.where(flip, drawn, known_labels)
     compute_dtype = torch.float32 if gt_boxes.dtype in (torch.float16, torch.bfloat16) else gt_boxes.dtype
     factor = _noise_factor(u[:, 2:], negative).to(compute_dtype)
-    noisy_boxes = _noisy_boxes(known_boxes.to(compute_dtype), factor, box_noise_scale, noise_style)
+    noisy_boxes = _noisy_boxes(known_boxes.to(compute_dtype), factor, box_noise_scale, noise_style, min_box_size)
 
     out_labels = torch.full((B, K), num_classes, dtype=torch.int64, device=device)
     out_boxes = torch.zeros((B, K, 4), dtype=gt_boxes.dtype, device=device)
