@@ -29,8 +29,8 @@ from memory import check_cpu_peak_method, peak_memory
 IMPLEMENTATIONS = {"reference": ms_deform_attn_reference, "detrx": ms_deform_attn}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
-# Issue 2's figures for the 2-core CPU: minimum speedups, and detrx's forward peak memory as a
-# maximum fraction of the reference's.
+# The targets for a 2-core CPU: minimum speedups, and detrx's forward peak memory as a maximum
+# fraction of the reference's.
 TARGETS = {
     ("encoder N=2", "realistic"): {"fwd": 25.0, "fwd+bwd": 12.0, "memory": 0.10},
     ("decoder N=2 Lq=300", "realistic"): {"fwd": 40.0, "fwd+bwd": 10.0},
@@ -173,7 +173,7 @@ def print_report(rows, summary, limits, machine):
     if checks:
         print(f"float64 truth = the compiled op in float64; on the decoder cases it agrees with the float64 "
               f"reference to {max(checks):.1e} (max relative difference)")
-    print("\ndetrx vs reference (targets: issue 2, 2-core CPU; speedups are minima, memory ratio a maximum)\n")
+    print("\ndetrx vs reference (targets for a 2-core CPU: speedups are minima, memory ratio a maximum)\n")
     print(format_table(summary, [
         ("case", "case", ""), ("locations", "locations", ""),
         ("fwd x", "fwd_speedup", ".1f"), ("target", "fwd_target", ".0f"),
