@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from common import describe_machine, format_table, load_average, time_interleaved, write_json
+from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
+                    write_json)
 from detrx.ops import build_dn_queries, build_dn_queries_reference
 
 MODES = {
@@ -70,12 +71,10 @@ def print_report(rows, machine):
     rows = [dict(row) for row in rows]  # display columns added to copies, not to the JSON rows
     for row in rows:
         for name in ("loop", "fused"):
-            row[f"{name}_ms"] = f"{1e3 * row[f'{name}_median_s']:.3f} ({1e3 * row[f'{name}_iqr_s']:.3f})"
+            row[f"{name}_ms"] = median_iqr_ms(row, name, 3)
     print(f"\nbuild_dn_queries on {machine['device']} ({machine.get('gpu_name', machine['cpu_model'])}, "
           f"{machine['torch_threads']} threads): loop reference vs compiled op\n"
-          "times: median (IQR) in ms per call; speed-up = loop median / op median\n"
-          f"1-min load average {machine['load_average_1min']} at the start, {machine['load_average_1min_at_end']} "
-          f"at the end; the run took {machine['benchmark_seconds']:.0f} s\n")
+          f"times: median (IQR) in ms per call; speed-up = loop median / op median\n{run_conditions(machine)}\n")
     print(format_table(rows, [
         ("mode", "mode", ""), ("form", "form", ""), ("B", "batch", "d"), ("gts", "max_gts", "d"),
         ("K", "num_dn", "d"), ("K+N", "total_queries", "d"),

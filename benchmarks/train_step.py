@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from common import describe_machine, format_table, load_average, time_interleaved, write_json
+from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
+                    write_json)
 from convergence import DEFAULT as STUDY_CONFIG
 from detrx import build_info
 from detrx.data import build_dataset, collate_fn
@@ -85,11 +86,9 @@ def main():
     display = [dict(row) for row in rows]
     for row in display:
         for variant in ("compiled", "reference"):
-            row[f"{variant}_ms"] = f"{1e3 * row[f'{variant}_median_s']:.0f} ({1e3 * row[f'{variant}_iqr_s']:.0f})"
+            row[f"{variant}_ms"] = median_iqr_ms(row, variant, 0)
     print(f"\nDeformable DETR training step on cpu ({machine['cpu_model']}, {machine['torch_threads']} threads): "
-          "MSDA compiled vs grid_sample reference\ntimes: median (IQR) in ms per step\n"
-          f"1-min load average {machine['load_average_1min']} at the start, {machine['load_average_1min_at_end']} "
-          f"at the end; the run took {machine['benchmark_seconds']:.0f} s\n")
+          f"MSDA compiled vs grid_sample reference\ntimes: median (IQR) in ms per step\n{run_conditions(machine)}\n")
     print(format_table(display, [
         ("model", "model", ""), ("batch", "batch_size", "d"), ("compiled ms (IQR)", "compiled_ms", ""),
         ("reference ms (IQR)", "reference_ms", ""), ("reference / compiled", "reference_over_compiled", ".2f"),
