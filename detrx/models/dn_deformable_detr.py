@@ -32,8 +32,10 @@ class DNDeformableDETR(DeformableDETR):
         queries = self.object_queries(encoded)
         dn, dn_pos, attn_mask, dn_targets = self.denoising(
             targets, self.num_queries, self.transformer.nhead, generator)
+        # The DN slots' reference points: their noisy boxes' centres [B, K, 2], or the whole boxes
+        # [B, K, 4] when the matching queries have 4-d references (two-stage).
         reference_dims = queries.reference_points.shape[-1]
-        dn_reference = dn.boxes[..., :reference_dims].to(queries.reference_points.dtype)  # [B, K, 2]: centre, or box
+        dn_reference = dn.boxes[..., :reference_dims].to(queries.reference_points.dtype)
         with_dn = ObjectQueries(tgt=torch.cat([torch.zeros_like(dn_pos), queries.tgt], dim=1),  # [B, K + N, C]
                                 query_pos=torch.cat([dn_pos, queries.query_pos], dim=1),
                                 reference_points=torch.cat([dn_reference, queries.reference_points], dim=1),

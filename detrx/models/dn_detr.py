@@ -19,7 +19,7 @@ class DNDETR(DETR):
     def forward(self, images, mask, targets=None, use_dn=None, generator=None):
         """As DETR.forward; with DN queries (default: in training when targets are given) the
         output also has "dn_outputs", the DN queries' per-layer predictions (same keys as the
-        matching queries': "pred_logits" [B, K, K_cls], "pred_boxes" [B, K, 4], "aux_outputs"), and
+        matching queries': "pred_logits" [B, K, classes], "pred_boxes" [B, K, 4], "aux_outputs"), and
         "dn_targets", their loss targets ("labels", "boxes", "box_mask", "valid", "num_groups").
         use_dn=True in eval mode runs them too (used to check the mask for leaks)."""
         use_dn = (self.training and targets is not None) if use_dn is None else use_dn
