@@ -26,12 +26,11 @@ import time
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from detrx.data import build_dataset, collate_fn
+from detrx.engine.config import parse_args
+from detrx.train import train
 
-from detrx.data import build_dataset, collate_fn  # noqa: E402
-from detrx.engine.config import parse_args  # noqa: E402
-from detrx.train import train  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One config for every model of the study: the synthetic set, a small from-scratch backbone, a
 # small transformer, and a schedule that fits the CPU budget (48 epochs x 250 steps per run, the
@@ -85,7 +84,7 @@ def run_one(model_name, seed, extra, out_json):
 def launch_all(runs, extra, out_dir, jobs):
     """Runs every (model, seed) as a subprocess of this script, `jobs` at a time."""
     pending, active, paths = list(runs), [], {}
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     while pending or active:
         while pending and len(active) < jobs:
             model_name, seed = pending.pop(0)
