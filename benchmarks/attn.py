@@ -21,7 +21,8 @@ import torch
 
 import detrx
 from attn_inputs import CASES, LEVELS, compulsory_bytes, make_inputs
-from common import describe_machine, format_table, load_average, time_interleaved, write_json
+from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
+                    write_json)
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 from limits import copy_bandwidth, gemm_multiply_adds, roofline
 from memory import check_cpu_peak_method, peak_memory
@@ -29,8 +30,8 @@ from memory import check_cpu_peak_method, peak_memory
 IMPLEMENTATIONS = {"reference": ms_deform_attn_reference, "detrx": ms_deform_attn}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
-# Issue 2's figures for the 2-core CPU: minimum speedups, and detrx's forward peak memory as a
-# maximum fraction of the reference's.
+# The targets for a 2-core CPU: minimum speedups, and detrx's forward peak memory as a maximum
+# fraction of the reference's.
 TARGETS = {
     ("encoder N=2", "realistic"): {"fwd": 25.0, "fwd+bwd": 12.0, "memory": 0.10},
     ("decoder N=2 Lq=300", "realistic"): {"fwd": 40.0, "fwd+bwd": 10.0},
@@ -152,13 +153,12 @@ def print_report(rows, summary, limits, machine):
     rows = [dict(row) for row in rows]  # display columns added to copies, not to the JSON rows
     for row in rows:
         for mode in ("fwd", "fwd+bwd"):
-            row[f"{mode}_ms"] = f"{1e3 * row[f'{mode}_median_s']:.2f} ({1e3 * row[f'{mode}_iqr_s']:.2f})"
+            row[f"{mode}_ms"] = median_iqr_ms(row, mode, 2)
             row[f"{mode}_peak_mib"] = row[f"{mode}_peak_bytes"] / MiB
     print(f"\nms_deform_attn on {machine['device']} ({machine.get('gpu_name', machine['cpu_model'])}, "
           f"{machine['torch_threads']} threads), {machine['dtype']}; levels (100,167),(50,84),(25,42),(13,21), "
           "M=8 D=32 P=4\ntimes: median (IQR) in ms; peak memory above the inputs in MiB; errors against float64\n"
-          f"1-min load average {machine['load_average_1min']} at the start, {machine['load_average_1min_at_end']} "
-          f"at the end; the run took {machine['benchmark_seconds']:.0f} s\n")
+          f"{run_conditions(machine)}\n")
     print(format_table(rows, [
         ("case", "case", ""), ("locations", "locations", ""), ("impl", "impl", ""),
         ("fwd ms (IQR)", "fwd_ms", ""), ("fwd+bwd ms (IQR)", "fwd+bwd_ms", ""),
@@ -173,7 +173,7 @@ def print_report(rows, summary, limits, machine):
     if checks:
         print(f"float64 truth = the compiled op in float64; on the decoder cases it agrees with the float64 "
               f"reference to {max(checks):.1e} (max relative difference)")
-    print("\ndetrx vs reference (targets: issue 2, 2-core CPU; speedups are minima, memory ratio a maximum)\n")
+    print("\ndetrx vs reference (targets for a 2-core CPU: speedups are minima, memory ratio a maximum)\n")
     print(format_table(summary, [
         ("case", "case", ""), ("locations", "locations", ""),
         ("fwd x", "fwd_speedup", ".1f"), ("target", "fwd_target", ".0f"),

@@ -1,4 +1,4 @@
-"""Inputs of the multi-scale deformable attention benchmark: DESIGN.md's standard shapes.
+"""Inputs of the multi-scale deformable attention benchmark: the standard Deformable DETR shapes.
 
 Deformable DETR on an 800x1333 image: four levels, S = 22,223 values, M = 8 heads of D = 32
 channels, P = 4 points per level. Sampling locations are either "realistic" (reference points plus

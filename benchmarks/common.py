@@ -110,3 +110,15 @@ def write_json(path, payload):
     with open(path, "w") as file:
         json.dump(payload, file, indent=2, sort_keys=False)
         file.write("\n")
+
+
+def median_iqr_ms(row, prefix, digits):
+    """The table cell "median (IQR)" in ms of the timing stored as row[prefix_median_s], row[prefix_iqr_s]."""
+    return f"{1e3 * row[f'{prefix}_median_s']:.{digits}f} ({1e3 * row[f'{prefix}_iqr_s']:.{digits}f})"
+
+
+def run_conditions(machine):
+    """How busy the machine was and how long the run took, from describe_machine's dict plus
+    "load_average_1min_at_end" and "benchmark_seconds"."""
+    return (f"1-min load average {machine['load_average_1min']} at the start, {machine['load_average_1min_at_end']} "
+            f"at the end; the run took {machine['benchmark_seconds']:.0f} s")

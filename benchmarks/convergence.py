@@ -13,8 +13,8 @@ Each (model, seed) trains in its own process (--jobs at a time, one thread each)
     convergence[_quick|_custom]_<model>_queries.png  mean predicted (cx, cy) of every query over the val set,
                                      early vs late epoch, vanilla vs DN
 The losses compared are the Hungarian (matching-query) terms only: DN-DETR's extra DN terms are
-left out so that both models are measured on the same quantity. Also times a Deformable DETR
-training step with the compiled MSDA op and with the grid_sample reference (CPU ratio).
+left out so that both models are measured on the same quantity. (train_step.py times a training
+step of the study's Deformable DETR with the compiled MSDA op and with the reference.)
 """
 import argparse
 import json
@@ -26,12 +26,11 @@ import time
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from detrx.data import build_dataset, collate_fn
+from detrx.engine.config import parse_args
+from detrx.train import train
 
-from detrx.data import build_dataset, collate_fn  # noqa: E402
-from detrx.engine.config import parse_args  # noqa: E402
-from detrx.train import train  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One config for every model of the study: the synthetic set, a small from-scratch backbone, a
 # small transformer, and a schedule that fits the CPU budget (48 epochs x 250 steps per run, the
@@ -48,12 +47,6 @@ DEFAULT = ["--image-size", "64", "--num-classes", "3", "--min-objects", "1", "--
            "--batch-size", "8", "--lr", "6e-4", "--epochs", "48", "--lr-drop", "40", "--dn-groups", "5",
            "--no-progress"]
 QUICK = ["--num-train", "200", "--num-val", "50", "--epochs", "3"]
-# A paper-width Deformable DETR (d_model 256, 8 heads, 4 levels, 4 points) on 128 x 128 images, for
-# the compiled-vs-reference step timing (MSDA is a small part of the tiny study model's step).
-STEP_WIDE = ["--image-size", "128", "--num-train", "8", "--backbone-widths", "32,64,128,256",
-             "--backbone-blocks", "1,1,1,1", "--d-model", "256", "--nheads", "8", "--enc-layers", "2",
-             "--dec-layers", "2", "--dim-feedforward", "512", "--num-queries", "100", "--num-feature-levels", "4",
-             "--batch-size", "2"]
 PAIRS = {"detr": ("detr", "dn_detr"), "deformable": ("deformable_detr", "dn_deformable_detr")}
 QUERY_SAMPLES = 64  # val images averaged for the query-centre scatter
 
@@ -91,7 +84,7 @@ def run_one(model_name, seed, extra, out_json):
 def launch_all(runs, extra, out_dir, jobs):
     """Runs every (model, seed) as a subprocess of this script, `jobs` at a time."""
     pending, active, paths = list(runs), [], {}
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     while pending or active:
         while pending and len(active) < jobs:
             model_name, seed = pending.pop(0)
@@ -237,45 +230,7 @@ def markdown_table(report):
         lines.append(f"| {dn} | {spread(pair.get(f'{dn}_final_AP'))} | {spread(pair.get(f'{dn}_final_AP50'))} | "
                      f"{reach['AP']} per seed ({spread(pair.get('epoch_ratio_AP'))}) | "
                      f"{reach['AP50']} per seed ({spread(pair.get('epoch_ratio_AP50'))}) | {cross} per seed |")
-    lines.append("")
-    for model, step in report["deformable_step"].items():
-        lines.append(f"Deformable DETR training step, {model} (batch {step['batch_size']}, {step['threads']} thread): "
-                     f"compiled MSDA {step['compiled_ms']:.0f} ms, grid_sample reference {step['reference_ms']:.0f} ms, "
-                     f"reference / compiled = {step['reference_over_compiled']:.2f}x")
     return "\n".join(lines) + "\n"
-
-
-def time_deformable_step(extra, steps=3):
-    """ms per Deformable DETR training step with the compiled MSDA op and with the reference."""
-    from detrx import build_info
-    from detrx.models import build_model
-    from detrx.nn import MSDeformAttn
-
-    args = parse_args(["--model", "deformable_detr", *extra])
-    torch.manual_seed(0)
-    model, criterion, _ = build_model(args)
-    dataset = build_dataset("train", args)
-    images, mask, targets = collate_fn([dataset[i] for i in range(args.batch_size)])
-    optimizer = torch.optim.AdamW(model.parameters(), args.lr)
-    timings = {}
-    for use_reference in (False, True, False, True):  # interleaved, best of two rounds
-        for module in model.modules():
-            if isinstance(module, MSDeformAttn):
-                module.use_reference = use_reference
-        best = float("inf")
-        for i in range(steps + 1):
-            start = time.perf_counter()
-            total = criterion.total(criterion(model(images, mask, targets), targets))
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            if i:  # the first step warms up
-                best = min(best, time.perf_counter() - start)
-        name = "reference" if use_reference else "compiled"
-        timings[name] = min(timings.get(name, float("inf")), best * 1000)
-    return {"compiled_ms": timings["compiled"], "reference_ms": timings["reference"],
-            "reference_over_compiled": timings["reference"] / timings["compiled"],
-            "threads": torch.get_num_threads(), "batch_size": args.batch_size, "compiled_op": build_info()["compiled"]}
 
 
 def main(argv=None):
@@ -306,11 +261,8 @@ def main(argv=None):
     pairs = [PAIRS[p] for p in pair_names]
     start = time.time()
     results = launch_all([(m, s) for s in seeds for pair in pairs for m in pair], config, out_dir, opts.jobs)
-    torch.set_num_threads(1)
     report = {"label": label, "config": config, "seeds": seeds,
-              "wall_s": time.time() - start, "torch": torch.__version__, "threads_per_run": 1,
-              "deformable_step": {"study_model": time_deformable_step(config),
-                                  "d256_4_levels": time_deformable_step(STEP_WIDE)}, "pairs": []}
+              "wall_s": time.time() - start, "torch": torch.__version__, "threads_per_run": 1, "pairs": []}
     window = max(5, len(results[(pairs[0][0], seeds[0])]["steps"]["loss_ce"]) // 50)
     for vanilla, dn in pairs:
         summary = summarize_pair(results, vanilla, dn, seeds, window)
@@ -321,7 +273,7 @@ def main(argv=None):
         json.dump(report, f, indent=1)
     with open(os.path.join(opts.out, f"{name}.md"), "w") as f:
         f.write(markdown_table(report))
-    print(json.dumps({k: report[k] for k in ("label", "wall_s", "deformable_step")}, indent=1))
+    print(json.dumps({k: report[k] for k in ("label", "wall_s")}, indent=1))
     print(json.dumps(report["pairs"], indent=1))
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One run on a lent GPU machine (see README, "GPU check"): build, CUDA tests, sanitizers, benchmarks
+# One run on a GPU machine: build, CUDA tests, sanitizers, benchmarks
 # and one ncu profile, everything written under $OUT. Every step has its own time limit so the
 # whole script ends inside ~7.5 minutes; a failing step is recorded and the next one still runs.
 #

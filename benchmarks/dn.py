@@ -1,29 +1,27 @@
 """Times the compiled denoising-query op against the DN-DETR/DINO-style loop reference, in one process.
 
-    python benchmarks/dn.py [--device cpu|cuda] [--threads N] [--json results.json] [--quick]
+    python benchmarks/dn.py [--device cpu|cuda] [--threads N] [--quick] [--json PATH]
 
 Configurations: B in {2, 16, 64} images, max gts in {5, 20, 100} (gt counts uniform in [1, max], one
 image at the max), DN-DETR (5 groups, N = 300 matching queries, centre/size noise) and DINO
 (dn_number = 100, contrastive, corner noise, N = 900). Like is compared with like: "shared" builds the
 queries and the shared [K+N, K+N] mask (the loop's DN-DETR mask), "per-image" also builds the padded
 [B, K+N, K+N] mask (the loop then blocks the padded slots image by image). Both get max_gt from the
-caller (pad_targets' G). Calls alternate between the two implementations; the table gives the
-median time per call and the spread (10th-90th percentile), and the loop / fused ratio of the
-medians and of the 10th percentiles (the latter is less hit by preemption on a busy machine).
-On CUDA it also runs the fused op once under torch.cuda.set_sync_debug_mode("error").
+caller (pad_targets' G). The two implementations are timed in alternating rounds (common.py), so
+that load drifts on a shared machine hit both alike; the table gives the median time per call with
+its inter-quartile range, and the loop / op ratio of the medians.
+On CUDA it also runs the op once under torch.cuda.set_sync_debug_mode("error").
 On a CPU shared with other work, --threads 1 gives steadier figures (a multi-threaded region
 waits for every thread to be scheduled).
 """
 import argparse
-import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from detrx.ops import build_dn_queries, build_dn_queries_reference  # noqa: E402
+from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
+                    write_json)
+from detrx.ops import build_dn_queries, build_dn_queries_reference
 
 MODES = {
     "dn_detr": dict(num_groups=5, num_queries=300, noise_style="dn_detr", contrastive=False),
@@ -33,35 +31,13 @@ NUM_CLASSES = 80
 
 
 def make_batch(batch, max_gts, device, generator):
+    """gt_labels [B, G], gt_boxes [B, G, 4], gt_counts [B] with G = max_gts and image 0 full."""
     counts = torch.randint(1, max_gts + 1, (batch,), generator=generator)
     counts[0] = max_gts
     labels = torch.randint(0, NUM_CLASSES, (batch, max_gts), generator=generator)
     boxes = torch.cat([0.2 + 0.6 * torch.rand(batch, max_gts, 2, generator=generator),
                        0.05 + 0.3 * torch.rand(batch, max_gts, 2, generator=generator)], -1)
     return labels.to(device), boxes.to(device), counts.to(device)
-
-
-def time_calls(functions, device, min_seconds, min_calls):
-    """Alternates the functions; returns a list of per-call times (seconds) for each."""
-    times = [[] for _ in functions]
-    for function in functions:  # warm-up
-        function()
-    start = time.perf_counter()
-    while len(times[0]) < min_calls or time.perf_counter() - start < min_seconds:
-        for function, samples in zip(functions, times):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            function()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            samples.append(time.perf_counter() - t0)
-    return times
-
-
-def percentile(samples, q):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def check_no_sync(batch_inputs, mode, max_gt):
@@ -74,56 +50,65 @@ def check_no_sync(batch_inputs, mode, max_gt):
     return "no host sync (set_sync_debug_mode('error') passed)"
 
 
+def measure(mode, form, batch, max_gts, device, generator, budget):
+    """One configuration: the loop and the op timed in alternating rounds -> a row."""
+    inputs = make_batch(batch, max_gts, device, generator)
+    noise_generator = torch.Generator(device=device).manual_seed(1)
+    kwargs = dict(num_classes=NUM_CLASSES, max_gt=max_gts, generator=noise_generator,
+                  per_image_mask=form == "per-image", **MODES[mode])
+    num_dn = build_dn_queries(*inputs, **kwargs).num_dn
+    timings = time_interleaved({"loop": (lambda: build_dn_queries_reference(*inputs, **kwargs), None),
+                                "fused": (lambda: build_dn_queries(*inputs, **kwargs), None)}, **budget)
+    row = dict(mode=mode, form=form, batch=batch, max_gts=max_gts, num_dn=num_dn,
+               total_queries=num_dn + MODES[mode]["num_queries"])
+    for name, timing in timings.items():
+        row.update({f"{name}_{key}": value for key, value in timing.items() if key != "times_s"})
+    row["speedup"] = row["loop_median_s"] / row["fused_median_s"]
+    return row
+
+
+def print_report(rows, machine):
+    rows = [dict(row) for row in rows]  # display columns added to copies, not to the JSON rows
+    for row in rows:
+        for name in ("loop", "fused"):
+            row[f"{name}_ms"] = median_iqr_ms(row, name, 3)
+    print(f"\nbuild_dn_queries on {machine['device']} ({machine.get('gpu_name', machine['cpu_model'])}, "
+          f"{machine['torch_threads']} threads): loop reference vs compiled op\n"
+          f"times: median (IQR) in ms per call; speed-up = loop median / op median\n{run_conditions(machine)}\n")
+    print(format_table(rows, [
+        ("mode", "mode", ""), ("form", "form", ""), ("B", "batch", "d"), ("gts", "max_gts", "d"),
+        ("K", "num_dn", "d"), ("K+N", "total_queries", "d"),
+        ("loop ms (IQR)", "loop_ms", ""), ("op ms (IQR)", "fused_ms", ""), ("speed-up", "speedup", ".1f"),
+    ]))
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="CPU threads for both implementations (torch's default if unset)")
-    parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--quick", action="store_true", help="fewer calls per configuration")
+    parser.add_argument("--quick", action="store_true", help="short timings (a smoke test)")
+    parser.add_argument("--json", metavar="PATH", help="write every figure and the machine description here")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    min_seconds, min_calls = (0.1, 5) if args.quick else (0.5, 15)
+    budget = {"min_run_time": 0.15 if args.quick else 0.6, "min_samples": 3}
+    machine = describe_machine(device)
     generator = torch.Generator().manual_seed(0)
-    rows = []
-    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    header = f"{'mode':8} {'form':9} {'B':>3} {'gts':>4} {'K':>4} {'K+N':>5} | " \
-             f"{'loop median (p10-p90)':>26} | {'fused median (p10-p90)':>26} | {'speed-up':>8} {'at p10':>7}"
-    print(header)
-    print("-" * len(header))
-    for mode, options in MODES.items():
-        for form in ("shared", "per-image"):
-            for batch in (2, 16, 64):
-                for max_gts in (5, 20, 100):
-                    inputs = make_batch(batch, max_gts, device, generator)
-                    noise_generator = torch.Generator(device=device).manual_seed(1)
-                    kwargs = dict(num_classes=NUM_CLASSES, max_gt=max_gts, generator=noise_generator,
-                                  per_image_mask=form == "per-image", **options)
-                    dn = build_dn_queries(*inputs, **kwargs)
-                    loop, fused = time_calls([lambda: build_dn_queries_reference(*inputs, **kwargs),
-                                              lambda: build_dn_queries(*inputs, **kwargs)],
-                                             device, min_seconds, min_calls)
-                    row = dict(mode=mode, form=form, batch=batch, max_gts=max_gts, num_dn=dn.num_dn,
-                               num_queries=options["num_queries"], calls=len(fused),
-                               loop_ms=[1e3 * percentile(loop, q) for q in (0.1, 0.5, 0.9)],
-                               fused_ms=[1e3 * percentile(fused, q) for q in (0.1, 0.5, 0.9)])
-                    row["speedup"] = row["loop_ms"][1] / row["fused_ms"][1]
-                    row["speedup_p10"] = row["loop_ms"][0] / row["fused_ms"][0]
-                    rows.append(row)
-                    loop_text = "{1:9.3f} ({0:.3f}-{2:.3f})".format(*row["loop_ms"])
-                    fused_text = "{1:9.3f} ({0:.3f}-{2:.3f})".format(*row["fused_ms"])
-                    print(f"{mode:8} {form:9} {batch:3d} {max_gts:4d} {dn.num_dn:4d} "
-                          f"{dn.num_dn + options['num_queries']:5d} | {loop_text:>26} | {fused_text:>26} | "
-                          f"{row['speedup']:7.1f}x {row['speedup_p10']:6.1f}x", flush=True)
-    print("times in ms per call")
-    result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+    start = time.perf_counter()
+    rows = [measure(mode, form, batch, max_gts, device, generator, budget)
+            for mode in MODES for form in ("shared", "per-image") for batch in (2, 16, 64) for max_gts in (5, 20, 100)]
+    machine["load_average_1min_at_end"] = load_average()
+    machine["benchmark_seconds"] = time.perf_counter() - start
+    print_report(rows, machine)
+    result = {"machine": machine, "budget": budget, "rows": rows}
     if device.type == "cuda":
         result["sync_check"] = check_no_sync(make_batch(16, 20, device, generator), "dino", 20)
         print(result["sync_check"])
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

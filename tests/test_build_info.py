@@ -7,7 +7,7 @@ import sys
 import torch
 
 import detrx
-from conftest import make_inputs
+from helpers import make_inputs
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 OPS = ("detrx::ms_deform_attn", "detrx::ms_deform_attn_backward")

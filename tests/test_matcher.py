@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -14,14 +15,39 @@ def _random_case(generator, batch, num_queries, counts, num_logits):
     return outputs, targets
 
 
+def _giou(a, b):
+    """GIoU of two (cx, cy, w, h) boxes, from the definition."""
+    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    hull = (max(ax1, bx1) - min(ax0, bx0)) * (max(ay1, by1) - min(ay0, by0))
+    return inter / union - (hull - union) / hull
+
+
+def _pair_cost(logits, box, label, target_box, focal, weights=(1.0, 5.0, 2.0), alpha=0.25, gamma=2.0):
+    """DETR's matching cost of one (query, target) pair, written out from the papers: class
+    term (-p for softmax; focal: positive minus negative focal loss of p), L1, and -GIoU."""
+    if focal:
+        p = 1 / (1 + math.exp(-logits[label]))
+        class_cost = alpha * (1 - p) ** gamma * -math.log(p) - (1 - alpha) * p ** gamma * -math.log(1 - p)
+    else:
+        exp = [math.exp(x) for x in logits]
+        class_cost = -exp[label] / sum(exp)
+    l1 = sum(abs(x - y) for x, y in zip(box, target_box))
+    return weights[0] * class_cost + weights[1] * l1 - weights[2] * _giou(box, target_box)
+
+
 def _brute_force_cost(cost):
     """Smallest total cost over all injective maps of the n targets into the Q queries."""
-    q, n = cost.shape
-    return min(sum(cost[p[j], j].item() for j in range(n)) for p in itertools.permutations(range(q), n))
+    q, n = len(cost), len(cost[0])
+    return min(sum(cost[p[j]][j] for j in range(n)) for p in itertools.permutations(range(q), n))
 
 
 @pytest.mark.parametrize("focal", [False, True])
 def test_matcher_is_optimal_against_brute_force(focal):
+    """The matcher's assignment has the smallest total cost over all assignments, by costs
+    computed here from the definitions (so a wrong term in the matcher's cost fails it)."""
     generator = torch.Generator().manual_seed(0)
     matcher = HungarianMatcher(1.0, 5.0, 2.0, focal=focal)
     for trial in range(6):
@@ -35,9 +61,12 @@ def test_matcher_is_optimal_against_brute_force(focal):
             assert len(set(rows.tolist())) == n  # to distinct queries
             if n == 0:
                 continue
-            cost = matcher.cost_matrix(outputs["pred_logits"][b], outputs["pred_boxes"][b],
-                                       targets[b]["labels"], targets[b]["boxes"])
-            assert cost[rows, cols].sum().item() == pytest.approx(_brute_force_cost(cost), abs=1e-5)
+            logits, boxes = outputs["pred_logits"][b].tolist(), outputs["pred_boxes"][b].tolist()
+            labels, target_boxes = targets[b]["labels"].tolist(), targets[b]["boxes"].tolist()
+            cost = [[_pair_cost(logits[i], boxes[i], labels[j], target_boxes[j], focal) for j in range(n)]
+                    for i in range(len(boxes))]  # [Q][n], computed without the matcher
+            matched = sum(cost[i][j] for i, j in zip(rows.tolist(), cols.tolist()))
+            assert matched == pytest.approx(_brute_force_cost(cost), abs=1e-5)
 
 
 def test_matcher_finds_the_obvious_assignment():

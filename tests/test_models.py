@@ -2,24 +2,12 @@
 import pytest
 import torch
 
-import detrx.ops
-from detrx.data import SyntheticShapes, build_transforms, collate_fn
 from detrx.models import build_model
 
 from _models_config import tiny_args
+from helpers import shapes_batch
 
-HAS_DN_OP = hasattr(detrx.ops, "build_dn_queries")
-needs_dn = pytest.mark.skipif(not HAS_DN_OP, reason="the DN op (detrx.ops.build_dn_queries) is not in this checkout")
-MODELS = ["detr", "deformable_detr", pytest.param("dn_detr", marks=needs_dn),
-          pytest.param("dn_deformable_detr", marks=needs_dn)]
-
-
-def _batch(num_images=2, seed=0):
-    dataset = SyntheticShapes(num_images, image_size=64, max_objects=4, min_size=6, seed=seed,
-                              transforms=build_transforms(False))
-    images, mask, targets = collate_fn([dataset[i] for i in range(num_images)])
-    mask[1, :, 56:] = True  # second image padded on the right, as in a mixed-size batch
-    return images, mask, targets
+MODELS = ["detr", "deformable_detr", "dn_detr", "dn_deformable_detr"]
 
 
 def _expected_logits(args):
@@ -31,7 +19,7 @@ def test_output_shapes_train_and_eval(model_name):
     torch.manual_seed(0)
     args = tiny_args(model_name)
     model, criterion, _ = build_model(args)
-    images, mask, targets = _batch()
+    images, mask, targets = shapes_batch()
     B, N, K = images.shape[0], args.num_queries, _expected_logits(args)
     model.train()
     outputs = model(images, mask, targets)
@@ -43,9 +31,11 @@ def test_output_shapes_train_and_eval(model_name):
     if model_name.startswith("dn_"):
         most = max(len(t["labels"]) for t in targets)
         num_dn = args.dn_groups * most
-        assert outputs["dn"]["pred_logits"].shape == (B, num_dn, K)
-        assert outputs["dn"]["pred_boxes"].shape == (B, num_dn, 4)
-        assert len(outputs["dn"]["aux_outputs"]) == args.dec_layers - 1
+        assert outputs["dn_outputs"]["pred_logits"].shape == (B, num_dn, K)
+        assert outputs["dn_outputs"]["pred_boxes"].shape == (B, num_dn, 4)
+        assert len(outputs["dn_outputs"]["aux_outputs"]) == args.dec_layers - 1
+        assert outputs["dn_targets"]["boxes"].shape == (B, num_dn, 4)
+        assert outputs["dn_targets"]["num_groups"] == args.dn_groups
     losses = criterion(outputs, targets)
     total = criterion.total(losses)
     total.backward()
@@ -57,20 +47,19 @@ def test_output_shapes_train_and_eval(model_name):
     with torch.no_grad():
         outputs = model(images, mask, targets)
     assert outputs["pred_logits"].shape == (B, N, K)
-    assert "dn" not in outputs  # no DN queries at inference, even with targets passed
+    assert "dn_outputs" not in outputs and "dn_targets" not in outputs  # no DN at inference, even with targets
 
 
 @pytest.mark.parametrize("stride", [8, 16])
 def test_detr_on_a_finer_stride_uses_every_parameter(stride):
     model, criterion, _ = build_model(tiny_args("detr", "--detr-stride", str(stride)))
-    images, mask, targets = _batch()
+    images, mask, targets = shapes_batch()
     outputs = model(images, mask, targets)
     criterion.total(criterion(outputs, targets)).backward()
     assert all(p.grad is not None for p in model.parameters())  # DDP fails on unused parameters
     assert model.backbone(images, mask)[-1][0].shape[-1] == 64 // stride
 
 
-@needs_dn
 @pytest.mark.parametrize("model_name, extra", [("dn_detr", []), ("dn_deformable_detr", []),
                                                ("dn_deformable_detr", ["--two-stage"])])
 @pytest.mark.parametrize("contrastive", [False, True])
@@ -81,11 +70,11 @@ def test_matching_queries_do_not_see_dn_queries(model_name, extra, contrastive):
     args = tiny_args(model_name, *extra, *(["--contrastive"] if contrastive else []))
     model, _, _ = build_model(args)
     model.eval()
-    images, mask, targets = _batch()
+    images, mask, targets = shapes_batch()
     with torch.no_grad():
         plain = model(images, mask)
         with_dn = model(images, mask, targets, use_dn=True)
-    assert with_dn["dn"]["pred_boxes"].shape[1] > 0
+    assert with_dn["dn_outputs"]["pred_boxes"].shape[1] > 0
     for key in ("pred_logits", "pred_boxes"):
         torch.testing.assert_close(with_dn[key], plain[key], rtol=0, atol=2e-6)  # float rounding only
         for aux_dn, aux in zip(with_dn["aux_outputs"], plain["aux_outputs"]):
@@ -94,8 +83,8 @@ def test_matching_queries_do_not_see_dn_queries(model_name, extra, contrastive):
     unmasked = model.denoising.forward
 
     def without_mask(*a, **kw):
-        dn, pos, attn_mask, loss_targets = unmasked(*a, **kw)
-        return dn, pos, torch.zeros_like(attn_mask), loss_targets
+        dn, pos, attn_mask, dn_targets = unmasked(*a, **kw)
+        return dn, pos, torch.zeros_like(attn_mask), dn_targets
 
     model.denoising.forward = without_mask
     with torch.no_grad():
@@ -103,10 +92,9 @@ def test_matching_queries_do_not_see_dn_queries(model_name, extra, contrastive):
     assert (leaky["pred_logits"] - plain["pred_logits"]).abs().max() > 1e-5
 
 
-@needs_dn
 def test_dn_queries_need_targets():
     model, _, _ = build_model(tiny_args("dn_detr"))
-    images, mask, _ = _batch()
+    images, mask, _ = shapes_batch()
     with pytest.raises(ValueError, match="targets"):
         model(images, mask, None, use_dn=True)
 

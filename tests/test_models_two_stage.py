@@ -1,18 +1,15 @@
-"""Two-stage Deformable DETR: the encoder's proposals, the top-k query selection, the encoder's
-loss terms, and a tiny two-stage model that overfits a few images."""
+"""Two-stage Deformable DETR: the encoder's proposals, the top-k query selection and the encoder's
+loss terms (test_models_overfit.py has a tiny two-stage model overfit a few images)."""
 import pytest
 import torch
 
-from detrx.data import SyntheticShapes, build_transforms, collate_fn
-from detrx.engine.coco_eval import coco_evaluate, coco_gt_from_dict
 from detrx.engine.config import parse_args
-from detrx.engine.loop import to_coco_detections
 from detrx.models import build_model
 from detrx.models.deformable_transformer import EncodedImages
 from detrx.models.two_stage import TwoStageQueries, encoder_proposals
 
 from _models_config import tiny_args
-from test_models import _batch, needs_dn
+from helpers import shapes_batch
 
 
 def _encoded(levels, valid_widths, channels=8, memory=None):
@@ -67,12 +64,13 @@ def test_selection_takes_the_top_scoring_valid_tokens_only():
     memory[..., 0] = -10.0  # valid tokens: feature 0 far below the zeroed invalid tokens' 0
     encoded = _encoded([(2, 4), (1, 2)], valid_widths=[[2, 1]], memory=memory)
     proposals, valid = encoder_proposals(encoded)
-    (tgt, query_pos, reference), enc = selection(encoded, num_queries=int(valid.sum()))
-    assert tgt.shape == query_pos.shape == (1, int(valid.sum()), d_model)
-    chosen = sorted(map(tuple, reference[0].tolist()))
+    queries = selection(encoded, num_queries=int(valid.sum()))
+    assert queries.tgt.shape == queries.query_pos.shape == (1, int(valid.sum()), d_model)
+    chosen = sorted(map(tuple, queries.reference_points[0].tolist()))
     expected = sorted(map(tuple, proposals[0][valid[0]].tolist()))
     torch.testing.assert_close(torch.tensor(chosen), torch.tensor(expected))  # zero box deltas: the proposals
-    assert enc["pred_logits"].shape == (1, 10, 3) and enc["pred_boxes"].shape == (1, 10, 4)
+    assert queries.encoder_outputs["pred_logits"].shape == (1, 10, 3)
+    assert queries.encoder_outputs["pred_boxes"].shape == (1, 10, 4)
 
 
 def test_selection_rejects_more_queries_than_tokens():
@@ -81,12 +79,12 @@ def test_selection_rejects_more_queries_than_tokens():
         selection(_encoded([(2, 4), (1, 2)], valid_widths=[[4, 2]]), num_queries=11)
 
 
-@pytest.mark.parametrize("model_name", ["deformable_detr", pytest.param("dn_deformable_detr", marks=needs_dn)])
+@pytest.mark.parametrize("model_name", ["deformable_detr", "dn_deformable_detr"])
 def test_two_stage_model_trains_every_parameter_with_encoder_losses(model_name):
     torch.manual_seed(0)
     args = tiny_args(model_name, "--two-stage")
     model, criterion, _ = build_model(args)
-    images, mask, targets = _batch()
+    images, mask, targets = shapes_batch()
     outputs = model(images, mask, targets)
     num_tokens = sum((64 // s) ** 2 for s in (8, 16, 32))
     assert outputs["enc_outputs"]["pred_logits"].shape == (2, num_tokens, args.num_classes)
@@ -102,31 +100,3 @@ def test_two_stage_model_trains_every_parameter_with_encoder_losses(model_name):
 def test_two_stage_is_only_for_deformable_models():
     with pytest.raises(ValueError, match="--two-stage applies to the deformable models"):
         parse_args(["--model", "detr", "--two-stage"])
-
-
-def test_tiny_two_stage_deformable_detr_overfits_a_few_images():
-    torch.manual_seed(0)
-    args = tiny_args("deformable_detr", "--two-stage", "--max-objects", "3", "--min-size", "8", "--lr", "1e-3")
-    model, criterion, postprocess = build_model(args)
-    dataset = SyntheticShapes(4, image_size=64, max_objects=3, min_size=8, seed=0, transforms=build_transforms(False))
-    images, mask, targets = collate_fn([dataset[i] for i in range(4)])
-    coco_gt = coco_gt_from_dict(dataset.coco_dict())
-    optimizer = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=1e-4)
-
-    def map50():
-        model.eval()
-        with torch.no_grad():
-            detections = postprocess(model(images, mask), torch.tensor([[64, 64]] * 4))
-        model.train()
-        return coco_evaluate(coco_gt, to_coco_detections(detections, targets, dataset.label_to_category_id))["AP50"]
-
-    losses = []
-    for _ in range(120):
-        total = criterion.total(criterion(model(images, mask, targets), targets))
-        optimizer.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        optimizer.step()
-        losses.append(total.item())
-    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 / 2
-    assert map50() > 0.6

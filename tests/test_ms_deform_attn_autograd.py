@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import make_inputs, off_grid_locations, output_and_grads
+from helpers import make_inputs, off_grid_locations, output_and_grads
 from detrx.ops import ms_deform_attn
 
 LEVELS = ((4, 5), (2, 3))

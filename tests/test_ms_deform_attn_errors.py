@@ -6,7 +6,7 @@ torch.ops.detrx.ms_deform_attn directly, which reaches the C++ checks that the k
 import pytest
 import torch
 
-from conftest import make_inputs
+from helpers import make_inputs
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 ENTRY_POINTS = {

@@ -3,7 +3,7 @@ levels, and its determinism across runs, thread counts and deterministic mode.""
 import pytest
 import torch
 
-from conftest import assert_matches_reference, make_inputs, output_and_grads
+from helpers import assert_matches_reference, make_inputs, output_and_grads
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 

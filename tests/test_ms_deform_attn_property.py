@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_matches_reference, make_inputs
+from helpers import assert_matches_reference, make_inputs
 
 levels_strategy = st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=4)
 # Mostly small channel counts, with the kernel's specialised sizes mixed in.

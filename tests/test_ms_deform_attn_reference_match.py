@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import assert_matches_reference, make_inputs, output_and_grads
+from helpers import assert_matches_reference, make_inputs, output_and_grads
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}  # relative to max(1, |expected|)

@@ -16,6 +16,17 @@ namespace detrx {
 
 constexpr int kDNUniformsPerSlot = 6;
 
+// The noise settings of one call: labels flip with probability label_noise_ratio to one of
+// num_classes classes; boxes move by up to box_noise_scale (DN-DETR's lambda), DINO's corner
+// style when dino_style, and keep w, h >= min_box_size.
+struct DNNoiseParams {
+  int64_t num_classes;
+  double label_noise_ratio;
+  double box_noise_scale;
+  double min_box_size;
+  bool dino_style;
+};
+
 // Uniforms 2 * index and 2 * index + 1 of the stream `seed`, with 24 random bits each (exact in float32).
 DETRX_HOST_DEVICE void dn_counter_uniform_pair(uint64_t seed, uint64_t index, float* first, float* second) {
   uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "dn_queries/dn_layout.h"
-#include "dn_queries/dn_slot_writer.h"
+#include "dn_queries/dn_noise.h"
 
 namespace detrx {
 

@@ -46,11 +46,11 @@ void write_mask_row(const DNLayout& layout, const bool* valid, int64_t i, bool* 
 // The slots of image b. Copy c of its gts fills slots [c * max_gt, (c + 1) * max_gt): the n gts,
 // then padding. The loop over the gts is branch free, so it runs on SIMD lanes.
 template <typename scalar_t, bool kPreDrawn, bool kDinoStyle>
-void write_image_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSlotTensors<scalar_t>& tensors,
+void write_image_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSlotPointers<scalar_t>& pointers,
                        uint64_t seed, int64_t b) {
   const int64_t K = layout.num_dn, max_gt = layout.max_gt;
   const int64_t copies = K / max_gt;
-  const int64_t n = dn_usable_gts(layout, tensors.gt_counts[b]);
+  const int64_t n = dn_usable_gts(layout, pointers.gt_counts[b]);
   const int64_t first_gt = b * layout.padded_gts;
   for (int64_t c = 0; c < copies; ++c) {
     const bool negative = layout.contrastive && c % 2 == 1;
@@ -58,22 +58,22 @@ void write_image_slots(const DNLayout& layout, const DNNoiseParams& params, cons
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) {
       dn_write_valid_slot<scalar_t, at::opmath_type<scalar_t>, kPreDrawn, kDinoStyle>(
-          params, tensors, seed, first_slot + j, first_gt + j, j, negative);
+          params, pointers, seed, first_slot + j, first_gt + j, j, negative);
     }
-    for (int64_t j = n; j < max_gt; ++j) dn_write_padded_slot(params, tensors, first_slot + j, negative);
+    for (int64_t j = n; j < max_gt; ++j) dn_write_padded_slot(params, pointers, first_slot + j, negative);
   }
 }
 
 // Threads split the images.
 template <typename scalar_t>
-void write_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSlotTensors<scalar_t>& tensors,
+void write_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSlotPointers<scalar_t>& pointers,
                  uint64_t seed, int64_t batch) {
   if (layout.num_dn == 0) return;
   const int64_t images_per_task = std::max<int64_t>(1, kSlotsPerTask / layout.num_dn);
   at::parallel_for(0, batch, images_per_task, [&](int64_t begin, int64_t end) {
-    dn_dispatch_noise_kind(tensors.noise != nullptr, params.dino_style, [&](auto pre_drawn, auto dino_style) {
+    dn_dispatch_noise_kind(pointers.noise != nullptr, params.dino_style, [&](auto pre_drawn, auto dino_style) {
       for (int64_t b = begin; b < end; ++b) {
-        write_image_slots<scalar_t, pre_drawn.value, dino_style.value>(layout, params, tensors, seed, b);
+        write_image_slots<scalar_t, pre_drawn.value, dino_style.value>(layout, params, pointers, seed, b);
       }
     });
   });

@@ -25,22 +25,22 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 
 template <typename scalar_t>
-__global__ void dn_slots_kernel(DNLayout layout, DNNoiseParams params, DNSlotTensors<scalar_t> tensors,
+__global__ void dn_slots_kernel(DNLayout layout, DNNoiseParams params, DNSlotPointers<scalar_t> pointers,
                                 int64_t num_slots) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t slot = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; slot < num_slots;
        slot += stride) {
     const int64_t b = slot / layout.num_dn;
     const DNSlot place = dn_slot(layout, slot % layout.num_dn);
-    if (place.gt < dn_usable_gts(layout, tensors.gt_counts[b])) {
-      const uint64_t seed = static_cast<uint64_t>(*tensors.seed);
+    if (place.gt < dn_usable_gts(layout, pointers.gt_counts[b])) {
+      const uint64_t seed = static_cast<uint64_t>(*pointers.seed);
       const int64_t gt_flat = b * layout.padded_gts + place.gt;
-      dn_dispatch_noise_kind(tensors.noise != nullptr, params.dino_style, [&](auto pre_drawn, auto dino_style) {
+      dn_dispatch_noise_kind(pointers.noise != nullptr, params.dino_style, [&](auto pre_drawn, auto dino_style) {
         dn_write_valid_slot<scalar_t, at::opmath_type<scalar_t>, pre_drawn.value, dino_style.value>(
-            params, tensors, seed, slot, gt_flat, place.gt, place.negative);
+            params, pointers, seed, slot, gt_flat, place.gt, place.negative);
       });
     } else {
-      dn_write_padded_slot(params, tensors, slot, place.negative);
+      dn_write_padded_slot(params, pointers, slot, place.negative);
     }
   }
 }

@@ -15,6 +15,7 @@ namespace detrx {
 
 using DNQueriesResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// The at::Tensors of one call; slot_pointers() gives the slot writer its DNSlotPointers into them.
 struct DNQueriesTensors {
   // Inputs, contiguous.
   at::Tensor gt_labels, gt_boxes, gt_counts, seed, noise;  // noise undefined when not given
@@ -39,7 +40,7 @@ struct DNQueriesTensors {
   }
 
   template <typename scalar_t>
-  DNSlotTensors<scalar_t> slot_pointers() const {
+  DNSlotPointers<scalar_t> slot_pointers() const {
     return {gt_labels.data_ptr<int64_t>(), gt_boxes.data_ptr<scalar_t>(), gt_counts.data_ptr<int64_t>(),
             seed.data_ptr<int64_t>(),      noise.defined() ? noise.data_ptr<float>() : nullptr,
             labels.data_ptr<int64_t>(),    boxes.data_ptr<scalar_t>(),   gt_index.data_ptr<int64_t>(),

@@ -9,16 +9,10 @@
 
 namespace detrx {
 
-struct DNNoiseParams {
-  int64_t num_classes;
-  double label_noise_ratio;
-  double box_noise_scale;
-  double min_box_size;
-  bool dino_style;
-};
-
+// Raw pointers into the op's contiguous inputs and fresh outputs (the at::Tensors that own them are
+// DNQueriesTensors), passed by value to the CUDA kernel.
 template <typename scalar_t>
-struct DNSlotTensors {
+struct DNSlotPointers {
   const int64_t* gt_labels;   // [B, G]
   const scalar_t* gt_boxes;   // [B, G, 4]
   const int64_t* gt_counts;   // [B]
@@ -43,7 +37,7 @@ DETRX_HOST_DEVICE void dn_dispatch_noise_kind(bool pre_drawn, bool dino_style, c
 
 // A padded slot: "no object", no gt, a zero box.
 template <typename scalar_t>
-DETRX_HOST_DEVICE void dn_write_padded_slot(const DNNoiseParams& params, const DNSlotTensors<scalar_t>& t,
+DETRX_HOST_DEVICE void dn_write_padded_slot(const DNNoiseParams& params, const DNSlotPointers<scalar_t>& t,
                                             int64_t slot, bool negative) {
   t.positive[slot] = !negative;
   t.valid[slot] = false;
@@ -57,7 +51,7 @@ DETRX_HOST_DEVICE void dn_write_padded_slot(const DNNoiseParams& params, const D
 // corner noise (kDinoStyle) or DN-DETR's centre / size noise. Branch free, so the CPU loop over the
 // gts of an image runs on SIMD lanes.
 template <typename scalar_t, typename acc_t, bool kPreDrawn, bool kDinoStyle>
-DETRX_HOST_DEVICE void dn_write_valid_slot(const DNNoiseParams& params, const DNSlotTensors<scalar_t>& t,
+DETRX_HOST_DEVICE void dn_write_valid_slot(const DNNoiseParams& params, const DNSlotPointers<scalar_t>& t,
                                            uint64_t seed, int64_t slot, int64_t gt_flat, int64_t gt, bool negative) {
   // Written out without loops: the vectoriser takes the CPU loop over slots only when its body has none.
   float u[kDNUniformsPerSlot];

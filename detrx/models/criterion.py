@@ -77,18 +77,26 @@ class SetCriterion(nn.Module):
         l1, giou = self.box_losses(boxes[batch_idx, query_idx].float(), target_boxes.float(), num_boxes)
         return {"loss_ce": self.class_loss(logits, target_classes, valid, num_boxes), "loss_bbox": l1, "loss_giou": giou}
 
-    def dn_losses(self, outputs, dn, num_boxes):
-        """DN part of one decoder layer: no matching, each query's target is given by `dn`."""
-        num_dn_boxes = num_boxes * dn["num_groups"]
-        mask = dn["box_mask"]  # [B, K] valid positives
-        l1, giou = self.box_losses(outputs["pred_boxes"][mask].float(), dn["boxes"][mask].float(), num_dn_boxes)
-        ce = self.class_loss(outputs["pred_logits"], dn["labels"], dn["valid"], num_dn_boxes)
+    def dn_losses(self, dn_outputs, dn_targets, num_boxes):
+        """DN part of one decoder layer: no matching, each DN query's target is given.
+
+        dn_outputs: "pred_logits" [B, K, .], "pred_boxes" [B, K, 4]; dn_targets: "labels" [B, K],
+        "boxes" [B, K, 4], "box_mask" [B, K] (valid positives: the slots with a box loss), "valid"
+        [B, K] (the slots with a class loss, negatives included), "num_groups". Each gt has
+        num_groups positives, so the terms are normalised by num_boxes * num_groups.
+        """
+        num_dn_boxes = num_boxes * dn_targets["num_groups"]
+        mask = dn_targets["box_mask"]  # [B, K]
+        l1, giou = self.box_losses(dn_outputs["pred_boxes"][mask].float(), dn_targets["boxes"][mask].float(),
+                                   num_dn_boxes)
+        ce = self.class_loss(dn_outputs["pred_logits"], dn_targets["labels"], dn_targets["valid"], num_dn_boxes)
         return {"loss_ce_dn": ce, "loss_bbox_dn": l1, "loss_giou_dn": giou}
 
     def forward(self, outputs, targets):
-        """outputs: "pred_logits", "pred_boxes", "aux_outputs" (list per earlier layer) and,
-        when the model ran DN queries, "dn" (same keys + "labels", "boxes", "box_mask", "valid",
-        "num_groups"), and with two-stage queries "enc_outputs"; targets: list of {"labels", "boxes"} -> dict of all losses (unweighted)."""
+        """outputs: "pred_logits", "pred_boxes", "aux_outputs" (list per earlier layer); when the
+        model ran DN queries, "dn_outputs" (the same keys, for the DN queries) and "dn_targets"
+        (see dn_losses); with two-stage queries "enc_outputs". targets: list of {"labels",
+        "boxes"} -> dict of all losses (unweighted)."""
         device = outputs["pred_boxes"].device
         num_boxes = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
         if dist.is_available() and dist.is_initialized():
@@ -101,11 +109,11 @@ class SetCriterion(nn.Module):
         if "enc_outputs" in outputs:
             enc = self.matched_losses(outputs["enc_outputs"], class_agnostic(targets), num_boxes)
             losses.update({f"{k}_enc": v for k, v in enc.items()})
-        if "dn" in outputs:
-            dn = outputs["dn"]
-            losses.update(self.dn_losses(dn, dn, num_boxes))
-            for i, aux in enumerate(dn["aux_outputs"]):
-                losses.update({f"{k}_{i}": v for k, v in self.dn_losses(aux, dn, num_boxes).items()})
+        if "dn_outputs" in outputs:
+            dn_outputs, dn_targets = outputs["dn_outputs"], outputs["dn_targets"]
+            losses.update(self.dn_losses(dn_outputs, dn_targets, num_boxes))
+            for i, aux in enumerate(dn_outputs["aux_outputs"]):
+                losses.update({f"{k}_{i}": v for k, v in self.dn_losses(aux, dn_targets, num_boxes).items()})
         return losses
 
     def total(self, losses):

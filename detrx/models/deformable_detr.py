@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from detrx.models.deformable_transformer import refine_boxes
+from detrx.models.deformable_transformer import ObjectQueries, refine_boxes
 from detrx.models.detr import MLP, pack_outputs
 from detrx.models.position_encoding import PositionEmbeddingSine
 from detrx.models.two_stage import TwoStageQueries
@@ -76,19 +76,20 @@ class DeformableDETR(nn.Module):
         return self.transformer.encode(*self.multiscale_inputs(images, mask))
 
     def object_queries(self, encoded):
-        """-> (tgt, query_pos [B, N, C], reference points [B, N, 2], or [B, N, 4] with two-stage),
-        and the encoder outputs (two-stage) or None."""
+        """encoded: EncodedImages -> ObjectQueries: learned (2-d reference points, no encoder
+        outputs), or with two-stage selected from the encoder (4-d reference boxes)."""
         if self.two_stage:
             return self.query_selection(encoded, self.num_queries)
         batch_size = encoded.memory.shape[0]
-        query_pos, tgt = self.query_embed.weight.chunk(2, dim=1)
-        query_pos = query_pos[None].expand(batch_size, -1, -1)
-        return (tgt[None].expand(batch_size, -1, -1), query_pos, self.reference_points(query_pos).sigmoid()), None
+        query_pos, tgt = self.query_embed.weight.chunk(2, dim=1)  # [N, C] each
+        query_pos = query_pos[None].expand(batch_size, -1, -1)  # [B, N, C]
+        return ObjectQueries(tgt[None].expand(batch_size, -1, -1), query_pos,
+                             self.reference_points(query_pos).sigmoid(), encoder_outputs=None)
 
-    def decode(self, encoded, tgt, query_pos, reference_points, self_attn_mask=None):
-        """Decoder + heads -> logits [L, B, Q, K], boxes [L, B, Q, 4]."""
-        hs, references = self.transformer.decode(encoded, tgt, query_pos, reference_points, self_attn_mask,
-                                                 self.bbox_embed if self.box_refine else None)
+    def decode(self, encoded, queries, self_attn_mask=None):
+        """Decoder + heads over the ObjectQueries -> logits [L, B, Q, K], boxes [L, B, Q, 4]."""
+        hs, references = self.transformer.decode(encoded, queries.tgt, queries.query_pos, queries.reference_points,
+                                                 self_attn_mask, self.bbox_embed if self.box_refine else None)
         logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
         boxes = torch.stack([refine_boxes(head(h), ref) for head, h, ref in zip(self.bbox_embed, hs, references)])
         return logits, boxes
@@ -97,8 +98,8 @@ class DeformableDETR(nn.Module):
         """images [B, 3, H, W], mask [B, H, W] -> "pred_logits" [B, N, K], "pred_boxes" [B, N, 4],
         "aux_outputs" (and "enc_outputs" with two-stage)."""
         encoded = self.encode(images, mask)
-        queries, encoder_outputs = self.object_queries(encoded)
-        return with_encoder_outputs(pack_outputs(*self.decode(encoded, *queries)), encoder_outputs)
+        queries = self.object_queries(encoded)
+        return with_encoder_outputs(pack_outputs(*self.decode(encoded, queries)), queries.encoder_outputs)
 
 
 def with_encoder_outputs(outputs, encoder_outputs):

@@ -5,7 +5,7 @@ level instead of attending to all S tokens. With box refinement every decoder la
 previous layer's box, which becomes the next layer's (4-d) reference.
 """
 import copy
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -87,6 +87,14 @@ class EncodedImages(NamedTuple):
     spatial_shapes: torch.Tensor   # [L, 2] (h, w)
     level_start: torch.Tensor      # [L]
     valid_ratios: torch.Tensor     # [B, L, 2] (w, h) unpadded fraction of each level
+
+
+class ObjectQueries(NamedTuple):
+    """The decoder's queries, learned or selected from the encoder (two-stage)."""
+    tgt: torch.Tensor                       # [B, N, C] content stream
+    query_pos: torch.Tensor                 # [B, N, C] query positions
+    reference_points: torch.Tensor          # [B, N, 2] (x, y), or [B, N, 4] boxes with two-stage
+    encoder_outputs: Optional[dict]         # two-stage: "pred_logits" [B, S, K], "pred_boxes" [B, S, 4]
 
 
 class DeformableTransformer(nn.Module):

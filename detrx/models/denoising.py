@@ -11,7 +11,6 @@ object-query positions (a C-vector added to queries and keys); concatenating wou
 C/2 channels and need another projection to mix them. The content stream of DN queries is zero,
 like that of the object queries.
 """
-import torch
 from torch import nn
 
 from detrx.models.position_encoding import sine_encoding
@@ -30,9 +29,6 @@ class DenoisingQueries(nn.Module):
     def __init__(self, num_classes, d_model, num_groups=5, label_noise_ratio=0.5, box_noise_scale=0.4,
                  contrastive=False, noise_style="dn_detr"):
         super().__init__()
-        if not hasattr(ops, "build_dn_queries"):
-            raise ImportError("DN models need the DN op (detrx.ops.build_dn_queries), which this detrx "
-                              "checkout does not have")
         if d_model % 8:
             raise ValueError(f"d_model must be divisible by 8 for the box sine encoding, got {d_model}")
         self.num_classes, self.num_groups = num_classes, num_groups
@@ -48,20 +44,21 @@ class DenoisingQueries(nn.Module):
 
     def forward(self, targets, num_queries, nhead, generator=None):
         """targets: list of {"labels", "boxes"} -> (dn, query_pos [B, K, C], attn_mask
-        [B * nhead, K + N, K + N] True = blocked, loss_targets dict for the criterion)."""
+        [B * nhead, K + N, K + N] True = blocked, dn_targets: the criterion's DN targets).
+
+        No row of the mask is fully blocked (which would softmax to NaN): every query sees the N
+        matching queries, padded DN slots included.
+        """
         gt_labels, gt_boxes, gt_counts = ops.pad_targets(targets)
         dn = ops.build_dn_queries(gt_labels, gt_boxes, gt_counts, num_classes=self.num_classes,
                               num_queries=num_queries, num_groups=self.num_groups,
                               label_noise_ratio=self.label_noise_ratio, box_noise_scale=self.box_noise_scale,
                               noise_style=self.noise_style, contrastive=self.contrastive, generator=generator)
-        # Let every query see itself: a fully blocked row (padded DN slots) would softmax to NaN,
-        # and NaN rows poison the weight gradients even where their loss weight is zero.
-        eye = torch.eye(dn.attn_mask.shape[-1], dtype=torch.bool, device=dn.attn_mask.device)
-        attn_mask = (dn.attn_mask & ~eye).repeat_interleave(nhead, dim=0)
+        attn_mask = dn.attn_mask.repeat_interleave(nhead, dim=0)  # [B * nhead, K + N, K + N]
         labels, boxes, box_mask = ops.dn_loss_targets(dn, gt_labels, gt_boxes)
-        loss_targets = {"labels": labels, "boxes": boxes, "box_mask": box_mask, "valid": dn.valid,
-                        "num_groups": dn.num_groups}
-        return dn, self.embed(dn.labels, dn.boxes), attn_mask, loss_targets
+        dn_targets = {"labels": labels, "boxes": boxes, "box_mask": box_mask, "valid": dn.valid,
+                      "num_groups": dn.num_groups}
+        return dn, self.embed(dn.labels, dn.boxes), attn_mask, dn_targets
 
 
 def split_layers(logits, boxes, num_dn):

@@ -6,6 +6,7 @@ Only the decoder self-attention takes the DN mask (MSDA cross-attention is per q
 import torch
 
 from detrx.models.deformable_detr import DeformableDETR, with_encoder_outputs
+from detrx.models.deformable_transformer import ObjectQueries
 from detrx.models.denoising import split_layers
 from detrx.models.detr import pack_outputs
 
@@ -20,24 +21,29 @@ class DNDeformableDETR(DeformableDETR):
         self.denoising = denoising
 
     def forward(self, images, mask, targets=None, use_dn=None, generator=None):
-        """As DeformableDETR.forward, plus "dn" outputs when DN queries run (see DNDETR.forward)."""
+        """As DeformableDETR.forward, plus "dn_outputs" and "dn_targets" when DN queries run (see
+        DNDETR.forward)."""
         use_dn = (self.training and targets is not None) if use_dn is None else use_dn
         if not use_dn:
             return super().forward(images, mask)
         if targets is None:
             raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
         encoded = self.encode(images, mask)
-        (tgt, query_pos, reference_points), encoder_outputs = self.object_queries(encoded)
-        dn, dn_pos, attn_mask, loss_targets = self.denoising(
+        queries = self.object_queries(encoded)
+        dn, dn_pos, attn_mask, dn_targets = self.denoising(
             targets, self.num_queries, self.transformer.nhead, generator)
-        query_pos = torch.cat([dn_pos, query_pos], dim=1)  # [B, K + N, C]
-        tgt = torch.cat([torch.zeros_like(dn_pos), tgt], dim=1)
-        dn_reference = dn.boxes[..., :reference_points.shape[-1]].to(reference_points.dtype)  # centre or box
-        reference_points = torch.cat([dn_reference, reference_points], dim=1)
-        logits, boxes = self.decode(encoded, tgt, query_pos, reference_points, attn_mask)
+        # The DN slots' reference points: their noisy boxes' centres [B, K, 2], or the whole boxes
+        # [B, K, 4] when the matching queries have 4-d references (two-stage).
+        reference_dims = queries.reference_points.shape[-1]
+        dn_reference = dn.boxes[..., :reference_dims].to(queries.reference_points.dtype)
+        with_dn = ObjectQueries(tgt=torch.cat([torch.zeros_like(dn_pos), queries.tgt], dim=1),  # [B, K + N, C]
+                                query_pos=torch.cat([dn_pos, queries.query_pos], dim=1),
+                                reference_points=torch.cat([dn_reference, queries.reference_points], dim=1),
+                                encoder_outputs=queries.encoder_outputs)
+        logits, boxes = self.decode(encoded, with_dn, attn_mask)
         (dn_logits, dn_boxes), matched = split_layers(logits, boxes, dn.num_dn)
-        outputs = with_encoder_outputs(pack_outputs(*matched), encoder_outputs)
-        outputs["dn"] = {**pack_outputs(dn_logits, dn_boxes), **loss_targets}
+        outputs = with_encoder_outputs(pack_outputs(*matched), queries.encoder_outputs)
+        outputs["dn_outputs"], outputs["dn_targets"] = pack_outputs(dn_logits, dn_boxes), dn_targets
         return outputs
 
 

@@ -18,7 +18,9 @@ class DNDETR(DETR):
 
     def forward(self, images, mask, targets=None, use_dn=None, generator=None):
         """As DETR.forward; with DN queries (default: in training when targets are given) the
-        output also has "dn": the DN queries' per-layer predictions and their loss targets.
+        output also has "dn_outputs", the DN queries' per-layer predictions (same keys as the
+        matching queries': "pred_logits" [B, K, classes], "pred_boxes" [B, K, 4], "aux_outputs"), and
+        "dn_targets", their loss targets ("labels", "boxes", "box_mask", "valid", "num_groups").
         use_dn=True in eval mode runs them too (used to check the mask for leaks)."""
         use_dn = (self.training and targets is not None) if use_dn is None else use_dn
         if not use_dn:
@@ -26,13 +28,13 @@ class DNDETR(DETR):
         if targets is None:
             raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
         src, pos, padding_mask = self.encode_inputs(images, mask)
-        dn, dn_pos, attn_mask, loss_targets = self.denoising(
+        dn, dn_pos, attn_mask, dn_targets = self.denoising(
             targets, self.num_queries, self.transformer.nhead, generator)
         query_pos = torch.cat([dn_pos, self.object_query_pos(images.shape[0])], dim=1)  # [B, K + N, C]
         hs = self.decode(src, pos, padding_mask, query_pos, attn_mask)  # [L, B, K + N, C]
         (dn_logits, dn_boxes), matched = split_layers(*self.heads(hs), dn.num_dn)
         outputs = pack_outputs(*matched)
-        outputs["dn"] = {**pack_outputs(dn_logits, dn_boxes), **loss_targets}
+        outputs["dn_outputs"], outputs["dn_targets"] = pack_outputs(dn_logits, dn_boxes), dn_targets
         return outputs
 
 

@@ -40,9 +40,3 @@ class PositionEmbeddingSine(nn.Module):
         coords = torch.stack([y_embed, x_embed], dim=-1)  # [B, H, W, 2]
         pos = sine_encoding(coords, self.num_pos_feats, self.temperature)  # [B, H, W, 2F]
         return pos.permute(0, 3, 1, 2)
-
-
-def build_position_encoding(d_model):
-    if d_model % 4:
-        raise ValueError(f"d_model must be divisible by 4 for the 2-d sine encoding, got {d_model}")
-    return PositionEmbeddingSine(d_model // 2)

@@ -11,7 +11,7 @@ encoding gives the queries' position and content vectors.
 import torch
 from torch import nn
 
-from detrx.models.deformable_transformer import inverse_sigmoid, pixel_centres
+from detrx.models.deformable_transformer import ObjectQueries, inverse_sigmoid, pixel_centres
 from detrx.models.position_encoding import sine_encoding
 
 FINEST_PROPOSAL_SIDE = 0.05
@@ -48,8 +48,8 @@ class TwoStageQueries(nn.Module):
         self.loss = loss
 
     def forward(self, encoded, num_queries):
-        """encoded: EncodedImages -> ((tgt, query_pos [B, N, C], reference_points [B, N, 4]),
-        encoder outputs {"pred_logits" [B, S, K], "pred_boxes" [B, S, 4]} for the encoder's loss)."""
+        """encoded: EncodedImages -> ObjectQueries with reference_points [B, N, 4] and the encoder
+        outputs {"pred_logits" [B, S, K], "pred_boxes" [B, S, 4]} for the encoder's loss."""
         num_tokens = encoded.memory.shape[1]
         if num_queries > num_tokens:
             raise ValueError(f"two-stage selection needs num_queries <= the {num_tokens} encoder tokens, "
@@ -64,7 +64,7 @@ class TwoStageQueries(nn.Module):
         reference = coords.gather(1, top[..., None].expand(-1, -1, 4)).detach().sigmoid()  # [B, N, 4]
         embedding = self.query_norm(self.query_proj(sine_encoding(reference, memory.shape[-1] // 2)))  # [B, N, 2C]
         query_pos, tgt = embedding.chunk(2, dim=-1)
-        return (tgt, query_pos, reference), {"pred_logits": logits, "pred_boxes": coords.sigmoid()}
+        return ObjectQueries(tgt, query_pos, reference, {"pred_logits": logits, "pred_boxes": coords.sigmoid()})
 
 
 def class_agnostic(targets):

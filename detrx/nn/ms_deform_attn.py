@@ -93,7 +93,3 @@ class MSDeformAttn(nn.Module):
         output = op(value, input_spatial_shapes, input_level_start_index,
                     locations.to(value.dtype), weights.to(value.dtype))  # [N, Lq, C]
         return self.output_proj(output)
-
-
-def build_ms_deform_attn(d_model=256, n_levels=4, n_heads=8, n_points=4, use_reference=False):
-    return MSDeformAttn(d_model, n_levels, n_heads, n_points, use_reference)

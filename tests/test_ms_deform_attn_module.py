@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import level_layout
+from helpers import level_layout
 from detrx.nn import MSDeformAttn
 from detrx.ops import ms_deform_attn_reference
 
