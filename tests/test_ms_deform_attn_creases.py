@@ -10,7 +10,7 @@ compares the compiled op's output and all three gradients with the grid_sample r
 import pytest
 import torch
 
-from conftest import assert_close_to, level_layout, make_inputs, output_and_grads
+from helpers import assert_close_to, level_layout, make_inputs, output_and_grads
 from detrx.nn import MSDeformAttn
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
