@@ -11,7 +11,7 @@ from _models_config import tiny_args
 
 def test_tiny_detr_overfits_a_few_images():
     torch.manual_seed(0)
-    args = tiny_args("detr", "--detr-stride", "8", "--max-objects", "3", "--min-size", "8", "--lr", "1e-3")
+    args = tiny_args("detr", "--detr-stride", "8", "--max-objects", "3", "--object-min-size", "8", "--lr", "1e-3")
     model, criterion, postprocess = build_model(args)
     dataset = SyntheticShapes(4, image_size=64, max_objects=3, min_size=8, seed=0, transforms=build_transforms(False))
     images, mask, targets = collate_fn([dataset[i] for i in range(4)])

@@ -99,14 +99,15 @@ def test_two_stage_model_trains_every_parameter_with_encoder_losses(model_name):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_two_stage_is_only_for_deformable_models():
-    with pytest.raises(ValueError, match="--two-stage applies to the deformable models"):
+def test_two_stage_is_only_for_deformable_models(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         parse_args(["--model", "detr", "--two-stage"])
+    assert exit_info.value.code == 2 and "--two-stage applies to the deformable models" in capsys.readouterr().err
 
 
 def test_tiny_two_stage_deformable_detr_overfits_a_few_images():
     torch.manual_seed(0)
-    args = tiny_args("deformable_detr", "--two-stage", "--max-objects", "3", "--min-size", "8", "--lr", "1e-3")
+    args = tiny_args("deformable_detr", "--two-stage", "--max-objects", "3", "--object-min-size", "8", "--lr", "1e-3")
     model, criterion, postprocess = build_model(args)
     dataset = SyntheticShapes(4, image_size=64, max_objects=3, min_size=8, seed=0, transforms=build_transforms(False))
     images, mask, targets = collate_fn([dataset[i] for i in range(4)])
