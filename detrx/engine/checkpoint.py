@@ -83,7 +83,9 @@ def load_checkpoint(path, for_training=False):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, pickle or unsafe-type errors
-        raise ValueError(f"checkpoint {path!r} could not be read: {type(error).__name__}: {error}") from error
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"checkpoint {path!r} could not be read ({type(error).__name__}: {first_line}); "
+                         "is it a complete file written by detrx.train?") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a detrx checkpoint (no 'format': {FORMAT!r} entry); "
                          "detrx checkpoints are written by `python -m detrx.train`")
