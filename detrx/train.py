@@ -161,8 +161,8 @@ def train(args, epoch_hook=None):
     if checkpoint is not None and not args.eval and datasets.report.classes != classes:
         raise DatasetError(f"the checkpoint was trained on classes {list(classes.names)}; this data has "
                            f"{list(datasets.report.classes.names)}")
-    for note in datasets.report.notes:
-        say(f"note: {note.file}: {note.kind}: {note.detail}")
+    if datasets.report.notes:
+        say(datasets.report.format())
     classes = datasets.classes
     train_loader, val_loader, sampler_generator = build_loaders(args, datasets.train, datasets.val)
     model, criterion, postprocess = build_model(args, num_classes=len(classes))
@@ -190,6 +190,10 @@ def train(args, epoch_hook=None):
         record = {"type": "eval", **stats}
         log(record)
         return [record]
+    if start_epoch >= args.epochs:
+        say(f"nothing to train: the checkpoint has finished epoch {start_epoch} of --epochs {args.epochs}; "
+            "give a larger --epochs to train longer")
+        return []
     num_params = sum(p.numel() for p in module.parameters())
     say(f"training {args.model} ({num_params / 1e6:.2f} M parameters) on {device}: {len(datasets.train)} train / "
         f"{len(datasets.val)} val images, {len(classes)} classes, epochs {start_epoch + 1}-{args.epochs}; "
