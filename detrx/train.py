@@ -219,8 +219,8 @@ def train(args, epoch_hook=None):
         say(epoch_line(epoch, args.epochs, step, losses.means(), stats, lr, time.time() - start))
         rng_states = all_gather_list([rng_state(sampler_generator)])  # every process's, in rank order
         if is_main_process():
-            save_checkpoint(checkpoint_dict(args, classes, module, optimizer, scheduler, scaler, epoch, step, rng_states),
-                            os.path.join(args.output_dir, "checkpoint.pth"))
+            state = checkpoint_dict(args, classes, module, optimizer, scheduler, scaler, epoch, step, rng_states)
+            save_checkpoint(state, os.path.join(args.output_dir, "checkpoint.pth"))
     return history
 
 

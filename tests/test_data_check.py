@@ -26,7 +26,8 @@ def write_split(folder, images, annotations, categories, sizes=None):
         h, w = (sizes or {}).get(entry["file_name"], (48, 64))
         entry.setdefault("height", h)
         entry.setdefault("width", w)
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(os.path.join(folder, "images", entry["file_name"]))
+        pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)  # [H, W, 3]
+        Image.fromarray(pixels).save(os.path.join(folder, "images", entry["file_name"]))
     ann_file = os.path.join(folder, "annotations.json")
     with open(ann_file, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
@@ -39,8 +40,8 @@ def _ann(ann_id, image_id, category_id, bbox):
 
 def broken_split(tmp_path):
     """One split with one problem of each kind."""
-    images, ann_file = write_split(str(tmp_path / "broken"), [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
-                                   [], [])
+    entries = [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}]
+    images, ann_file = write_split(str(tmp_path / "broken"), entries, [], [])
     os.remove(os.path.join(images, "b.png"))  # missing image file
     data = {"images": [{"id": 1, "file_name": "a.png", "height": 48, "width": 64},
                        {"id": 2, "file_name": "b.png", "height": 48, "width": 64},
@@ -120,7 +121,8 @@ def _coco_options(train_paths, val_paths):
 
 def test_classes_are_the_union_of_both_splits_and_boxes_agree(tmp_path):
     train_paths, val_paths = two_splits(tmp_path)
-    datasets = build_datasets(parse_args([*TINY, *_coco_options(train_paths, val_paths), "--output-dir", str(tmp_path)]))
+    args = parse_args([*TINY, *_coco_options(train_paths, val_paths), "--output-dir", str(tmp_path)])
+    datasets = build_datasets(args)
     assert datasets.classes.names == ("cat", "dog", "bird") and datasets.classes.category_ids == (1, 2, 5)
     assert [note.kind for note in datasets.report.notes] == [
         "box reaching outside its image, clipped to it", "box with non-positive width or height, dropped",
@@ -138,8 +140,9 @@ def test_classes_are_the_union_of_both_splits_and_boxes_agree(tmp_path):
 
 
 def test_category_named_differently_in_the_splits_is_an_error(tmp_path):
-    train_paths = write_split(str(tmp_path / "train"), [{"id": 1, "file_name": "a.png"}], [], [{"id": 1, "name": "cat"}])
-    val_paths = write_split(str(tmp_path / "val"), [{"id": 1, "file_name": "a.png"}], [], [{"id": 1, "name": "kitten"}])
+    image = [{"id": 1, "file_name": "a.png"}]
+    train_paths = write_split(str(tmp_path / "train"), image, [], [{"id": 1, "name": "cat"}])
+    val_paths = write_split(str(tmp_path / "val"), [dict(image[0])], [], [{"id": 1, "name": "kitten"}])
     report = check_coco_splits({"train": train_paths, "val": val_paths})
     assert [p.detail for p in report.errors] == ["category id 1 is named 'cat' in one split and 'kitten' in another"]
 

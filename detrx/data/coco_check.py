@@ -119,21 +119,23 @@ def _check_images(images, image_folder, ann_file, problems):
             continue
         path = os.path.join(image_folder, name)
         if not os.path.isfile(path):
-            problems.append(Problem(ERROR, ann_file, f"missing image file in {image_folder}", f"{name} (image id {image_id})"))
+            problems.append(Problem(ERROR, ann_file, f"missing image file in {image_folder}",
+                                    f"{name} (image id {image_id})"))
             continue
         height, width = entry.get("height"), entry.get("width")
         if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
             try:
                 height, width = image_size(path)
             except OSError as error:
-                problems.append(Problem(ERROR, ann_file, "unreadable image file", f"{name} (image id {image_id}): {error}"))
+                problems.append(Problem(ERROR, ann_file, "unreadable image file",
+                                        f"{name} (image id {image_id}): {error}"))
                 continue
         kept.append({"id": image_id, "file_name": name, "height": height, "width": width})
     return kept
 
 
 def _clean_box(bbox, height, width):
-    """COCO xywh -> (xywh clipped to the image, what happened: None, "clipped", "empty", "outside")."""
+    """COCO xywh -> (xywh clipped to the image or None, what happened: None or a key of BOX_FATES)."""
     x, y, w, h = bbox
     if w <= 0 or h <= 0:
         return None, "empty"
@@ -144,43 +146,51 @@ def _clean_box(bbox, height, width):
     return clipped, ("clipped" if clipped != [x, y, w, h] else None)
 
 
+BOX_FATES = {"empty": "box with non-positive width or height, dropped",
+             "outside": "box outside its image, dropped",
+             "clipped": "box reaching outside its image, clipped to it"}
+
+
+def _is_box(bbox):
+    return (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox))
+
+
+def _annotation_error(ann, image_ids, category_ids):
+    """(kind, detail) of what makes an annotation unusable, or None."""
+    if not isinstance(ann, dict):
+        return "annotation is not an object", repr(ann)[:80]
+    label = f"annotation {ann.get('id')!r}" if "id" in ann else "annotation without id"
+    if ann.get("image_id") not in image_ids:
+        return "annotation of an unknown image id", f"{label} (image id {ann.get('image_id')!r})"
+    if ann.get("category_id") not in category_ids:
+        return "unknown category id", f"{label} (category id {ann.get('category_id')!r})"
+    if not _is_box(ann.get("bbox")):
+        return "malformed bbox (need 4 finite numbers x, y, w, h)", f"{label}: {ann.get('bbox')!r}"
+    return None
+
+
 def _check_annotations(data, images, category_ids, ann_file, problems):
-    """{image id: kept annotations}; unknown ids and malformed boxes are errors, boxes fixed or
+    """{image id: kept annotations}; unknown ids and malformed boxes are errors, boxes clipped or
     dropped are notes."""
-    by_image = {image["id"]: [] for image in images}
     image_by_id = {image["id"]: image for image in images}
+    by_image = {image_id: [] for image_id in image_by_id}
     declared = {entry.get("id") for entry in data["images"] if isinstance(entry, dict)}
-    for index, ann in enumerate(data["annotations"]):
-        label = f"annotation {ann.get('id', f'#{index}') if isinstance(ann, dict) else f'#{index}'}"
-        if not isinstance(ann, dict):
-            problems.append(Problem(ERROR, ann_file, "annotation is not an object", label))
+    for ann in data["annotations"]:
+        error = _annotation_error(ann, declared, category_ids)
+        if error is not None:
+            problems.append(Problem(ERROR, ann_file, *error))
             continue
-        image_id, category_id, bbox = ann.get("image_id"), ann.get("category_id"), ann.get("bbox")
-        if image_id not in declared:
-            problems.append(Problem(ERROR, ann_file, "annotation of an unknown image id", f"{label} (image id {image_id!r})"))
-            continue
-        if category_id not in category_ids:
-            problems.append(Problem(ERROR, ann_file, "unknown category id", f"{label} (category id {category_id!r})"))
-            continue
-        if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
-            problems.append(Problem(ERROR, ann_file, "malformed bbox (need 4 finite numbers x, y, w, h)", f"{label}: {bbox!r}"))
-            continue
-        if image_id not in by_image:
-            continue  # its image is missing: already an error
-        image = image_by_id[image_id]
-        box, fate = _clean_box([float(v) for v in bbox], image["height"], image["width"])
-        if fate == "empty":
-            problems.append(Problem(NOTE, ann_file, "box with non-positive width or height, dropped", f"{label}: {list(bbox)}"))
-        elif fate == "outside":
-            problems.append(Problem(NOTE, ann_file, "box outside its image, dropped",
-                                    f"{label}: {list(bbox)} in {image['width']}x{image['height']}"))
-        elif fate == "clipped":
-            problems.append(Problem(NOTE, ann_file, "box reaching outside its image, clipped to it",
-                                    f"{label}: {list(bbox)} in {image['width']}x{image['height']}"))
+        image = image_by_id.get(ann["image_id"])
+        if image is None:
+            continue  # its image file is missing: already an error
+        box, fate = _clean_box([float(v) for v in ann["bbox"]], image["height"], image["width"])
+        if fate is not None:
+            detail = f"annotation {ann.get('id')!r}: {list(ann['bbox'])} in {image['width']}x{image['height']}"
+            problems.append(Problem(NOTE, ann_file, BOX_FATES[fate], detail))
         if box is not None:
-            by_image[image_id].append({"bbox": box, "category_id": category_id, "area": box[2] * box[3],
-                                       "iscrowd": int(bool(ann.get("iscrowd", 0)))})
+            by_image[image["id"]].append({"bbox": box, "category_id": ann["category_id"], "area": box[2] * box[3],
+                                          "iscrowd": int(bool(ann.get("iscrowd", 0)))})
     return by_image
 
 
@@ -215,7 +225,8 @@ def _cross_split_problems(splits):
             for cid in sorted(set(ids) - set(listed[name])):
                 problems.append(Problem(NOTE, split.ann_file, f"category only in {other}'s list, kept as a class",
                                         f"{cid} {ids[cid]!r}"))
-    used = {name: {a["category_id"] for anns in split.annotations.values() for a in anns} for name, split in splits.items()}
+    used = {name: {a["category_id"] for anns in split.annotations.values() for a in anns}
+            for name, split in splits.items()}
     if "train" in splits:
         for cid in sorted(set(listed["train"]) - used["train"]):
             problems.append(Problem(NOTE, splits["train"].ann_file, "category with no training box",
@@ -235,7 +246,8 @@ def check_coco_splits(paths):
     report.problems += _cross_split_problems(report.splits)
     classes, conflicts = merge_categories(*(split.categories for split in report.splits.values()))
     first_file = next(iter(paths.values()))[1]
-    report.problems += [Problem(ERROR, first_file, "category named differently in the two splits", c) for c in conflicts]
+    report.problems += [Problem(ERROR, first_file, "category named differently in the two splits", conflict)
+                        for conflict in conflicts]
     report.classes = classes
     if not report.errors and not len(classes):
         report.problems.append(Problem(ERROR, first_file, "no categories", "the category lists are empty"))

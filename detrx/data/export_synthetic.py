@@ -17,7 +17,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser("detrx.data.export_synthetic", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out-dir", required=True, help="one folder per split is written here")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"], help="splits to write")
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"],
+                        help="splits to write")
     parser.add_argument("--num-train", type=positive_int, default=1000, help="training images")
     parser.add_argument("--num-val", type=positive_int, default=200, help="validation images")
     parser.add_argument("--image-size", type=positive_int, default=128, help="image side, pixels")

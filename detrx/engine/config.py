@@ -49,7 +49,8 @@ def get_args_parser():
     d.add_argument("--dn-groups", type=positive_int, default=5, help="denoising groups")
     d.add_argument("--label-noise-ratio", type=probability, default=0.5, help="probability of a flipped label")
     d.add_argument("--box-noise-scale", type=non_negative_float, default=0.4, help="box jitter scale (lambda)")
-    d.add_argument("--dn-noise-style", default="dn_detr", choices=["dn_detr", "dino"], help="centre/size or corner noise")
+    d.add_argument("--dn-noise-style", default="dn_detr", choices=["dn_detr", "dino"],
+                   help="centre/size or corner noise")
     d.add_argument("--contrastive", action="store_true", help="DINO negative DN queries (-> no object)")
     d.add_argument("--dn-loss-coef", type=non_negative_float, default=1.0, help="weight of the DN losses")
     o = p.add_argument_group("loss and matcher")
@@ -106,7 +107,8 @@ def get_args_parser():
                    "not given come from it, model options that contradict it are refused")
     r.add_argument("--eval", action="store_true", help="only evaluate --resume on the val split")
     r.add_argument("--allow-random", action="store_true", help="let --eval run without a checkpoint (random weights)")
-    r.add_argument("--eval-every", type=positive_int, default=1, help="evaluate every this many epochs (and after the last)")
+    r.add_argument("--eval-every", type=positive_int, default=1,
+                   help="evaluate every this many epochs (and after the last)")
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
 
