@@ -37,7 +37,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, one_epoch, capsy
         with open(os.path.join(one_epoch, name), "rb") as src, open(os.path.join(resumed, name), "wb") as dst:
             dst.write(src.read())
     capsys.readouterr()
-    train.main(["--resume", os.path.join(resumed, "checkpoint.pth"), "--epochs", "3", "--output-dir", resumed])
+    train.main(["--resume", os.path.join(resumed, "checkpoint.pth"), "--epochs", "3"])  # writes next to it
     assert "changed from the checkpoint and honoured: --epochs 1 -> 3" in capsys.readouterr().out
     expected, got = load_checkpoint(os.path.join(full, "checkpoint.pth")), load_checkpoint(os.path.join(resumed, "checkpoint.pth"))
     assert got["epoch"] == expected["epoch"] == 2 and got["step"] == expected["step"] == 6

@@ -113,19 +113,12 @@ def get_args_parser():
     return p
 
 
-def given_options(parser, argv):
+def given_options(argv):
     """The dest names of the options that `argv` sets explicitly."""
-    quiet = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
-            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-                kwargs["action"] = "store_const"
-                kwargs["const"] = True
-            else:
-                kwargs["nargs"] = action.nargs
-            quiet.add_argument(*action.option_strings, **kwargs)
-    return set(vars(quiet.parse_known_args(argv)[0]))
+    parser = get_args_parser()
+    unset = object()
+    parser.set_defaults(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    return {name for name, value in vars(parser.parse_args(argv)).items() if value is not unset}
 
 
 def is_deformable(args):
@@ -240,5 +233,5 @@ def parse_args(argv=None):
     if args.resume and not args.check_data:
         if not os.path.isfile(args.resume):
             parser.error(f"--resume {args.resume!r} is not a file")
-        args = merge_checkpoint_options(args, given_options(parser, argv), parser.error)
+        args = merge_checkpoint_options(args, given_options(argv), parser.error)
     return finalize_args(args, parser.error)

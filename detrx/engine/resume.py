@@ -3,8 +3,10 @@
 Model options always come from the checkpoint; one given on the command line with another value is
 refused (the weights would not fit it). Every other option not given comes from the checkpoint's
 run, so `--resume PATH` alone continues the same run; one given with another value (a new `--lr`,
-more `--epochs`) is honoured and reported in `args.resume_changes`.
+more `--epochs`) is honoured and reported in `args.resume_changes`. The output folder is the
+checkpoint's own unless `--output-dir` is given.
 """
+import os
 import random
 
 import numpy as np
@@ -15,7 +17,7 @@ from detrx.models import MODEL_OPTIONS
 
 # Options that describe this invocation, not the run: never taken from the checkpoint.
 PER_INVOCATION = ("resume", "eval", "allow_random", "check_data", "device", "num_workers", "progress",
-                  "resume_changes")
+                  "output_dir", "resume_changes")
 
 
 def _flag(name):
@@ -45,6 +47,8 @@ def merge_checkpoint_options(args, given, error):
             setattr(args, name, run[name])
         elif run[name] != value:
             changes[name] = (run[name], value)
+    if "output_dir" not in given:
+        args.output_dir = os.path.dirname(os.path.abspath(args.resume))
     args.resume_changes = changes
     return args
 
