@@ -17,9 +17,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from detrx.data import build_transforms, load_rgb
-from detrx.engine.arg_types import positive_int, probability
 from detrx.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from detrx.engine.draw import draw_detections
+from detrx.util.arg_types import positive_int, probability
 
 
 @torch.no_grad()

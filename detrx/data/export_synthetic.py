@@ -10,7 +10,7 @@ import os
 import sys
 
 from detrx.data.synthetic import CLASS_NAMES, SyntheticShapes, export_coco
-from detrx.engine.arg_types import non_negative_int, positive_int
+from detrx.util.arg_types import non_negative_int, positive_int
 
 
 def main(argv=None):

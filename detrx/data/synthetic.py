@@ -2,8 +2,9 @@
 
 Every image is a pure function of (seed, split, index): a noisy background with 1-10 shapes of
 several classes, varied colour, size (down to a few pixels), aspect ratio and overlap. Boxes are the
-tight boxes of the drawn shapes. `export_coco` writes the split as PNGs + a COCO JSON, so the same
-data can be read back with `CocoDetection` (or any COCO tool).
+tight boxes of the drawn shapes. `export_coco` (and `python -m detrx.data.export_synthetic`) writes
+the split as PNGs + a COCO JSON, so the same data can be read back with `CocoDetection` (or any
+COCO tool).
 """
 import json
 import os

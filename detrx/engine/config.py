@@ -14,10 +14,10 @@ import os
 import torch
 
 from detrx.data.synthetic import CLASS_NAMES
-from detrx.engine.arg_types import (dropout_rate, non_negative_float, non_negative_int, positive_float,
-                                    positive_int, positive_ints, probability)
 from detrx.engine.resume import merge_checkpoint_options
 from detrx.models.registry import MODELS, models_help
+from detrx.util.arg_types import (dropout_rate, non_negative_float, non_negative_int, positive_float,
+                                  positive_int, positive_ints, probability)
 
 
 def get_args_parser():
