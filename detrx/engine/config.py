@@ -21,7 +21,8 @@ from detrx.util.arg_types import (dropout_rate, non_negative_float, non_negative
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser("detrx.train", description="Train and evaluate DETR-family detectors.",
+    p = argparse.ArgumentParser("detrx.train", usage="python -m detrx.train [options] (all of them: --help)",
+                                description="Train and evaluate DETR-family detectors.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="detr", choices=list(MODELS), help=models_help())
     m = p.add_argument_group("backbone")
