@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the same pace; at 6e-4 both learn (vanilla AP50 ~0.8) and DN-DETR is ahead
 # (benchmarks/results/convergence_lr_sweep.json, convergence_lr3e-4.*).
 DEFAULT = ["--image-size", "64", "--num-classes", "3", "--min-objects", "1", "--max-objects", "3",
-           "--min-size", "12", "--max-size-objects", "32", "--num-train", "2000", "--num-val", "200",
+           "--object-min-size", "12", "--object-max-size", "32", "--num-train", "2000", "--num-val", "200",
            "--backbone-widths", "16,32,64,64", "--backbone-blocks", "1,1,1,1", "--detr-stride", "8",
            "--d-model", "64", "--nheads", "4", "--enc-layers", "1", "--dec-layers", "3",
            "--dim-feedforward", "128", "--num-queries", "8", "--dropout", "0", "--num-feature-levels", "3",

@@ -3,18 +3,26 @@
 `detrx` must import even when `detrx._C` was never built or no longer loads (for example after a
 torch upgrade). The ops then run their pure-PyTorch references, and one warning says how to rebuild.
 """
+import importlib.util
 import warnings
 
 import torch
 
 REBUILD_HINT = "rebuild with `pip install -e . --no-build-isolation` (from the detrx checkout)"
 
-try:
-    from detrx import _C
-    _LOAD_ERROR = None
-except (ImportError, OSError) as error:  # never built, or built against another torch
-    _C = None
-    _LOAD_ERROR = error
+
+def _load_extension():
+    """-> (the detrx._C module or None, why it is missing: None, or a sentence saying what failed)."""
+    if importlib.util.find_spec("detrx._C") is None:
+        return None, "the compiled extension detrx._C was not found: it was never built"
+    try:
+        from detrx import _C as extension
+    except (ImportError, OSError) as error:  # built against another torch, a missing library, ...
+        return None, f"the compiled extension detrx._C failed to load: {error}"
+    return extension, None
+
+
+_C, _LOAD_ERROR = _load_extension()
 
 _warned = False
 
@@ -30,7 +38,7 @@ def warn_if_missing() -> None:
     if _C is None and not _warned:
         _warned = True
         warnings.warn(
-            f"detrx: the compiled operators could not be loaded ({_LOAD_ERROR}); falling back to the "
+            f"detrx: {_LOAD_ERROR}; falling back to the "
             f"pure-PyTorch references, which are much slower. To fix it, {REBUILD_HINT}.",
             RuntimeWarning, stacklevel=3)
 

@@ -104,6 +104,7 @@ def test_build_model_rejects_unknown_names():
     args.model = "yolo"
     with pytest.raises(ValueError, match="model must be one of"):
         build_model(args)
-    args = tiny_args("detr", "--backbone", "resnet50")
+    args = tiny_args("detr")
+    args.backbone = "resnet50"
     with pytest.raises(ValueError, match="backbone-weights"):
         build_model(args)

@@ -97,6 +97,7 @@ def test_two_stage_model_trains_every_parameter_with_encoder_losses(model_name):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_two_stage_is_only_for_deformable_models():
-    with pytest.raises(ValueError, match="--two-stage applies to the deformable models"):
+def test_two_stage_is_only_for_deformable_models(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         parse_args(["--model", "detr", "--two-stage"])
+    assert exit_info.value.code == 2 and "--two-stage applies to the deformable models" in capsys.readouterr().err

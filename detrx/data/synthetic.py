@@ -2,8 +2,9 @@
 
 Every image is a pure function of (seed, split, index): a noisy background with 1-10 shapes of
 several classes, varied colour, size (down to a few pixels), aspect ratio and overlap. Boxes are the
-tight boxes of the drawn shapes. `export_coco` writes the split as PNGs + a COCO JSON, so the same
-data can be read back with `CocoDetection` (or any COCO tool).
+tight boxes of the drawn shapes. `export_coco` (and `python -m detrx.data.export_synthetic`) writes
+the split as PNGs + a COCO JSON, so the same data can be read back with `CocoDetection` (or any
+COCO tool).
 """
 import json
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from detrx.data.classes import ClassList
 from detrx.util.box_ops import box_iou
 
 CLASS_NAMES = ("rectangle", "ellipse", "triangle", "cross", "diamond")
@@ -78,8 +80,9 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.min_objects, self.max_objects = min_objects, max_objects
         self.min_size, self.max_size, self.max_overlap = min_size, max_size, max_overlap
         self.seed, self.split, self.transforms = seed, split, transforms
-        self.class_names = CLASS_NAMES[:num_classes]
-        self.label_to_category_id = list(range(1, num_classes + 1))
+        self.classes = synthetic_classes(num_classes)
+        self.class_names = self.classes.names
+        self.label_to_category_id = list(self.classes.category_ids)
 
     def __len__(self):
         return self.num_images
@@ -141,6 +144,11 @@ class SyntheticShapes(torch.utils.data.Dataset):
         return {"images": images, "annotations": annotations, "categories": categories}
 
 
+def synthetic_classes(num_classes):
+    """The first num_classes shape names, category ids 1..num_classes."""
+    return ClassList(CLASS_NAMES[:num_classes], tuple(range(1, num_classes + 1)))
+
+
 def _max_iou(candidate, boxes):
     """Largest IoU of candidate [1, 4] with any of the placed xyxy boxes."""
     return box_iou(candidate, torch.tensor(boxes, dtype=torch.float32))[0].max().item()
@@ -161,9 +169,10 @@ def export_coco(dataset, out_dir):
 
 
 def build_synthetic(split, args, transforms=None):
-    """The synthetic split described by the CLI args (`--num-train`, `--image-size`, ...)."""
+    """The synthetic split described by the CLI args (`--num-train`, `--image-size`,
+    `--object-min-size`, ...)."""
     return SyntheticShapes(args.num_train if split == "train" else args.num_val,
                            image_size=args.image_size, num_classes=args.num_classes,
                            min_objects=args.min_objects, max_objects=args.max_objects,
-                           min_size=args.min_size, max_size=args.max_size_objects, seed=args.data_seed,
+                           min_size=args.object_min_size, max_size=args.object_max_size, seed=args.data_seed,
                            split=split, transforms=transforms)

@@ -4,7 +4,7 @@ import math
 import torch
 from tqdm import tqdm
 
-from detrx.engine.coco_eval import coco_evaluate
+from detrx.engine.coco_eval import coco_evaluate_with_table
 from detrx.engine.dist import all_gather_list, is_main_process, reduce_mean
 from detrx.util.box_ops import box_xyxy_to_xywh
 
@@ -80,9 +80,10 @@ def to_coco_detections(detections, targets, label_to_category_id):
 
 
 @torch.no_grad()
-def evaluate(model, postprocess, loader, device, coco_gt, label_to_category_id, on_outputs=None):
+def evaluate(model, postprocess, loader, device, coco_gt, label_to_category_id, on_outputs=None, with_table=False):
     """COCO mAP of `model` on `loader` (all processes' detections gathered). on_outputs(outputs,
-    targets) is called per batch (e.g. to collect query statistics). Returns the stats dict."""
+    targets) is called per batch (e.g. to collect query statistics). Returns the stats dict, or
+    (stats, pycocotools' summary table) with_table."""
     model.eval()
     results = []
     for batch in loader:
@@ -92,5 +93,5 @@ def evaluate(model, postprocess, loader, device, coco_gt, label_to_category_id, 
             on_outputs(outputs, targets)
         sizes = torch.stack([t["orig_size"] for t in targets])
         results += to_coco_detections(postprocess(outputs, sizes), targets, label_to_category_id)
-    results = all_gather_list(results)
-    return coco_evaluate(coco_gt, results)
+    stats, table = coco_evaluate_with_table(coco_gt, all_gather_list(results))
+    return (stats, table) if with_table else stats

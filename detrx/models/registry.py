@@ -1,0 +1,72 @@
+"""The one table of detectors: each `--model` name with its family, its builder and a description.
+
+The training CLI takes its `--model` choices and help from `MODELS`, `build_model` its builders,
+and the checkpoint the options in `MODEL_OPTIONS` (everything `build_model` reads).
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+from detrx.models.deformable_detr import build_deformable_detr
+from detrx.models.deformable_transformer import build_deformable_transformer
+from detrx.models.detr import build_detr
+from detrx.models.dn_deformable_detr import build_dn_deformable_detr
+from detrx.models.dn_detr import build_dn_detr
+from detrx.models.transformer import build_transformer
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the detectors of one family share: the backbone strides and the transformer."""
+
+    name: str
+    feature_strides: Callable  # args -> tuple of backbone strides
+    build_transformer: Callable  # args -> transformer
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One `--model` name: its family, whether it trains with denoising queries, its builder
+    (args, backbone, transformer[, denoising]) -> model, and a one-line description."""
+
+    family: Family
+    denoising: bool
+    build: Callable
+    description: str
+
+
+DETR_FAMILY = Family("detr", lambda args: (args.detr_stride,), build_transformer)
+DEFORMABLE_FAMILY = Family("deformable", lambda args: (8, 16, 32), build_deformable_transformer)
+
+MODELS = {
+    "detr": ModelSpec(DETR_FAMILY, False, build_detr,
+                      "DETR: single-scale transformer, Hungarian matching"),
+    "dn_detr": ModelSpec(DETR_FAMILY, True, build_dn_detr,
+                         "DN-DETR: DETR plus denoising queries"),
+    "deformable_detr": ModelSpec(DEFORMABLE_FAMILY, False, build_deformable_detr,
+                                 "Deformable DETR: multi-scale deformable attention, box refinement"),
+    "dn_deformable_detr": ModelSpec(DEFORMABLE_FAMILY, True, build_dn_deformable_detr,
+                                    "DN-Deformable-DETR: Deformable DETR plus denoising queries"),
+}
+
+# The options `build_model` reads (besides the class count): what a checkpoint must carry to
+# rebuild its detector and its training objective.
+MODEL_OPTIONS = (
+    "model", "backbone", "backbone_widths", "backbone_blocks", "detr_stride",
+    "d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "dropout", "num_queries",
+    "num_feature_levels", "n_points", "box_refine", "two_stage",
+    "dn_groups", "label_noise_ratio", "box_noise_scale", "dn_noise_style", "contrastive", "dn_loss_coef",
+    "loss", "eos_coef", "ce_loss_coef", "bbox_loss_coef", "giou_loss_coef",
+    "set_cost_class", "set_cost_bbox", "set_cost_giou",
+)
+
+
+def model_spec(name):
+    """The ModelSpec of `name`; ValueError naming the known models otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {tuple(MODELS)}, got {name!r}")
+    return MODELS[name]
+
+
+def models_help():
+    """'name: description' for each model, one per line (the CLI's --model help)."""
+    return "; ".join(f"{name}: {spec.description}" for name, spec in MODELS.items())
