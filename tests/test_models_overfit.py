@@ -18,11 +18,7 @@ def test_tiny_model_overfits_a_few_images(model_name, extra, steps, loss_drop):
     """After `steps` AdamW steps on four images, the mean loss of the last ten steps is below
     1 / loss_drop of the first ten's, and mAP50 on those images is above 0.6 (from chance)."""
     torch.manual_seed(0)
-<<<<<<< HEAD
     args = tiny_args(model_name, *extra, "--max-objects", "3", "--object-min-size", "8", "--lr", "1e-3")
-=======
-    args = tiny_args("detr", "--detr-stride", "8", "--max-objects", "3", "--object-min-size", "8", "--lr", "1e-3")
->>>>>>> reliab
     model, criterion, postprocess = build_model(args)
     dataset = SyntheticShapes(4, image_size=64, max_objects=3, min_size=8, seed=0, transforms=build_transforms(False))
     images, mask, targets = collate_fn([dataset[i] for i in range(4)])
