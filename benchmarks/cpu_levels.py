@@ -13,6 +13,10 @@ switching the kernels between the levels this CPU supports (alternated within ea
 
 Cases: the encoder and decoder cases of attn.py (attn_inputs.py), realistic locations, float32,
 forward and forward+backward of detrx's op only.
+
+--clock cpu (with --threads 1) times the CPU time of the calling thread instead of the wall clock:
+on a machine shared with other jobs, time spent waiting for a core then does not count, and what
+is left compares the builds' code (caches still suffer from the neighbours).
 """
 import argparse
 import json
@@ -20,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -45,7 +50,19 @@ def calls(case):
     return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
-def time_cases(levels, min_run_time):
+def thread_time_samples(functions, min_run_time, min_samples):
+    """{name: {"median_s", "times_s"}}: each call's CPU time on this thread, the functions
+    called in turn until each has min_samples calls and min_run_time seconds."""
+    times = {name: [] for name in functions}
+    while any(len(t) < min_samples or sum(t) < min_run_time for t in times.values()):
+        for name, (fn, _) in functions.items():
+            start = time.thread_time()
+            fn()
+            times[name].append(time.thread_time() - start)
+    return {name: {"median_s": statistics.median(t), "times_s": t} for name, t in times.items()}
+
+
+def time_cases(levels, min_run_time, clock="wall"):
     """{level: {"case|mode": {"median_s", "min_s"}}}, the levels alternated within each measurement."""
     from detrx import _C
     results = {level: {} for level in levels}
@@ -58,25 +75,29 @@ def time_cases(levels, min_run_time):
                 return run
             for level in levels:
                 at_level(level)()  # warm-up
-            timings = time_interleaved({level: (at_level(level), None) for level in levels}, min_run_time,
-                                       min_samples=3)
+            functions = {level: (at_level(level), None) for level in levels}
+            if clock == "cpu":
+                timings = thread_time_samples(functions, min_run_time, min_samples=5)
+            else:
+                timings = time_interleaved(functions, min_run_time, min_samples=3)
             for level, timing in timings.items():
                 results[level][f"{case.name}|{mode}"] = {"median_s": timing["median_s"], "min_s": min(timing["times_s"])}
     return results
 
 
-def worker(min_run_time):
+def worker(min_run_time, clock):
     """One build's timings at its active level, as one JSON line."""
     import detrx
     info = detrx.build_info()
-    timings = time_cases([info["cpu_level"]], min_run_time)[info["cpu_level"]]
+    timings = time_cases([info["cpu_level"]], min_run_time, clock)[info["cpu_level"]]
     print(json.dumps({"cpu_level": info["cpu_level"], "cpu_flags": info["cpu_flags"], "timings": timings}))
 
 
-def run_build(folder, min_run_time):
+def run_build(folder, args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(folder), HERE]))
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", "--min-run-time",
-                             str(min_run_time)], capture_output=True, text=True, env=env, cwd=HERE)
+    command = [sys.executable, os.path.abspath(__file__), "--worker", "--min-run-time", str(args.min_run_time),
+               "--clock", args.clock, "--threads", str(torch.get_num_threads())]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE)
     if result.returncode != 0:
         raise SystemExit(f"the run of the build in {folder} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -106,11 +127,20 @@ def main():
     parser.add_argument("--levels", action="store_true", help="compare the CPU levels of this build")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of --builds (default 5)")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement (default 0.5)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time (default), or the calling thread's CPU time (needs --threads 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu counts the calling thread only: add --threads 1")
     if args.worker:
-        return worker(args.min_run_time)
+        return worker(args.min_run_time, args.clock)
     if bool(args.builds) == args.levels:
         parser.error("give either --builds FOLDER... or --levels")
     if args.rounds < 1:
@@ -119,22 +149,22 @@ def main():
     if args.levels:
         from detrx import _C
         names = list(_C.supported_cpu_levels())
-        summary = time_cases(names, args.min_run_time)
-        print(f"detrx CPU levels in one process ({machine['cpu_model']}, {machine['torch_threads']} threads), "
-              f"float32, realistic locations; median ms, levels alternated")
+        summary = time_cases(names, args.min_run_time, args.clock)
+        print(f"detrx CPU levels in one process ({machine['cpu_model']}, {machine['torch_threads']} threads, "
+              f"{args.clock} clock), float32, realistic locations; median ms, levels alternated")
         payload = {"machine": machine, "levels": names, "summary": summary}
     else:
         names = [f"build {i + 1}" for i in range(len(args.builds))]
         runs = {name: [] for name in names}
         for round_index in range(args.rounds):
             for name, folder in zip(names, args.builds):
-                runs[name].append(run_build(folder, args.min_run_time))
+                runs[name].append(run_build(folder, args))
             print(f"round {round_index + 1} of {args.rounds} done", file=sys.stderr)
         summary = {name: {key: {"median_s": statistics.median(run["timings"][key]["median_s"] for run in runs[name]),
                                 "min_s": min(run["timings"][key]["min_s"] for run in runs[name])}
                           for key in runs[name][0]["timings"]} for name in names}
         print(f"detrx builds in alternating processes ({machine['cpu_model']}, {machine['torch_threads']} threads, "
-              f"{args.rounds} rounds), float32, realistic locations; median over rounds of each run's median ms")
+              f"{args.clock} clock, {args.rounds} rounds), float32, realistic locations; median over rounds of each run's median ms")
         for name, folder in zip(names, args.builds):
             first = runs[name][0]
             print(f"  {name}: {os.path.abspath(folder)}, CPU level {first['cpu_level']} ({first['cpu_flags']})")
