@@ -6,14 +6,17 @@ For each standard Deformable DETR case (attn_inputs.py) and location kind, both 
 run forward and forward+backward, timed in alternating rounds so that load drifts on a shared
 machine hit both alike (the backward of sum(output * g) for a fixed random g, with
 respect to value, sampling_locations and attention_weights). Reported: median time and IQR,
-speedup over the reference, peak memory above the inputs (memory.py), and errors against a
-float64 ground truth. Then the encoder N=2 forward against this machine's roofline (limits.py).
+speedup over the reference, peak memory above the inputs (memory.py; on the CPU measured first, in
+a child process running each call once), and errors against a float64 ground truth. Then the
+encoder N=2 forward against this machine's roofline (limits.py).
 
 Ground truth: the compiled op in float64 on the same (rounded) inputs; it is itself checked
 against the float64 reference on the decoder cases (truth_check), and the reference's own error
 column cross-checks it on every case.
 """
 import argparse
+import json
+import subprocess
 import sys
 import time
 
@@ -25,7 +28,7 @@ from common import (describe_machine, format_table, load_average, median_iqr_ms,
                     write_json)
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 from limits import copy_bandwidth, gemm_multiply_adds, roofline
-from memory import check_cpu_peak_method, peak_memory
+from memory import check_cpu_peak_method, cpu_peak_supported, peak_memory, prepare_cpu_process
 
 IMPLEMENTATIONS = {"reference": ms_deform_attn_reference, "detrx": ms_deform_attn}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -106,25 +109,75 @@ def ground_truth(case, inputs, grad_output):
     return truth, check
 
 
-def measure(case, kind, dtype, device, budget):
-    """All figures of one (case, location kind): one row per implementation."""
+def calls(case, kind, dtype, device):
+    """(inputs, grad_output, {(impl, mode): fn}) of one (case, location kind)."""
     inputs, grad_output = make_inputs(case, kind, dtype, device)
+    fns = {}
+    for mode in ("fwd", "fwd+bwd"):
+        for name, op in IMPLEMENTATIONS.items():
+            fns[name, mode] = forward(op, inputs) if mode == "fwd" else forward_backward(op, inputs, grad_output)
+    return inputs, grad_output, fns
+
+
+def cpu_peaks_in_child(args):
+    """{"case|kind|impl|mode": peak bytes} from a child process (`--peak-memory-child`), or {} where
+    the resident-memory peak cannot be read (not Linux)."""
+    if not cpu_peak_supported():
+        print("peak memory: not measured (needs Linux's /proc/self/clear_refs)", file=sys.stderr)
+        return {}
+    command = [sys.executable, __file__, "--device", "cpu", "--dtype", args.dtype, "--peak-memory-child"]
+    child = subprocess.run(command + (["--quick"] if args.quick else []), stdout=subprocess.PIPE, text=True)
+    if child.returncode != 0:
+        raise SystemExit("the peak-memory child process failed (its error is above)")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def peak_memory_child(runs, dtype):
+    """The child process: each call of the plan once, its resident-memory peak; one JSON line."""
+    prepare_cpu_process()
+    check_cpu_peak_method()
+    cases = {case.name: case for case in CASES}
+    peaks, warmed_up = {}, False
+    for case_name, kind in runs:
+        print(f"  {case_name:>20} {kind:>9} peak memory", file=sys.stderr, flush=True)
+        _, _, fns = calls(cases[case_name], kind, dtype, "cpu")
+        if not warmed_up:  # one-time allocations (thread pools, lazy initialisation) out of the figures
+            for fn in fns.values():
+                fn()
+            warmed_up = True
+        for (name, mode), fn in fns.items():
+            _, peaks[f"{case_name}|{kind}|{name}|{mode}"] = peak_memory(fn, "cpu")
+    print(json.dumps(peaks))
+
+
+def measure(case, kind, dtype, device, budget, cpu_peaks):
+    """All figures of one (case, location kind): one row per implementation. cpu_peaks: the child
+    process's figures (CPU); on CUDA the peak is measured here, on the warm-up call."""
+    inputs, grad_output, fns = calls(case, kind, dtype, device)
     truth, truth_check = ground_truth(case, inputs, grad_output)
     rows = {name: {"case": case.name, "locations": kind, "impl": name, "truth_check": truth_check}
             for name in IMPLEMENTATIONS}
     for mode in ("fwd", "fwd+bwd"):
         functions = {}
-        for name, op in IMPLEMENTATIONS.items():
+        for name in IMPLEMENTATIONS:
             print(f"  {case.name:>20} {kind:>9} {name:>9} {mode:>7}", file=sys.stderr, flush=True)
-            fn = forward(op, inputs) if mode == "fwd" else forward_backward(op, inputs, grad_output)
+            fn = fns[name, mode]
             start = time.perf_counter()
-            results, rows[name][f"{mode}_peak_bytes"] = peak_memory(fn, device)  # also the warm-up call
+            if device.type == "cuda":
+                results, rows[name][f"{mode}_peak_bytes"] = peak_memory(fn, device)  # also the warm-up call
+            else:
+                results = fn()  # the warm-up call
+                rows[name][f"{mode}_peak_bytes"] = cpu_peaks.get(f"{case.name}|{kind}|{name}|{mode}")
             functions[name] = (fn, time.perf_counter() - start)
             rows[name].update({f"{mode}_{key}": value for key, value in errors(results, truth, inputs[3]).items()})
             del results
         for name, timing in time_interleaved(functions, **budget).items():
             rows[name].update({f"{mode}_{key}": value for key, value in timing.items()})
     return list(rows.values())
+
+
+def memory_ratio(ours, reference):
+    return None if ours is None or reference is None else ours / max(reference, 1)
 
 
 def ratios(rows):
@@ -142,8 +195,8 @@ def ratios(rows):
             "fwd_target": target.get("fwd"),
             "fwd+bwd_speedup": reference["fwd+bwd_median_s"] / ours["fwd+bwd_median_s"],
             "fwd+bwd_target": target.get("fwd+bwd"),
-            "fwd_memory_ratio": ours["fwd_peak_bytes"] / max(reference["fwd_peak_bytes"], 1),
-            "fwd+bwd_memory_ratio": ours["fwd+bwd_peak_bytes"] / max(reference["fwd+bwd_peak_bytes"], 1),
+            "fwd_memory_ratio": memory_ratio(ours["fwd_peak_bytes"], reference["fwd_peak_bytes"]),
+            "fwd+bwd_memory_ratio": memory_ratio(ours["fwd+bwd_peak_bytes"], reference["fwd+bwd_peak_bytes"]),
             "memory_target": target.get("memory"),
         })
     return summary
@@ -154,7 +207,8 @@ def print_report(rows, summary, limits, machine):
     for row in rows:
         for mode in ("fwd", "fwd+bwd"):
             row[f"{mode}_ms"] = median_iqr_ms(row, mode, 2)
-            row[f"{mode}_peak_mib"] = row[f"{mode}_peak_bytes"] / MiB
+            peak = row[f"{mode}_peak_bytes"]
+            row[f"{mode}_peak_mib"] = None if peak is None else peak / MiB
     print(f"\nms_deform_attn on {machine['device']} ({machine.get('gpu_name', machine['cpu_model'])}, "
           f"{machine['torch_threads']} threads), {machine['dtype']}; levels (100,167),(50,84),(25,42),(13,21), "
           "M=8 D=32 P=4\ntimes: median (IQR) in ms; peak memory above the inputs in MiB; errors against float64\n"
@@ -212,23 +266,25 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--quick", action="store_true", help="the decoder Lq=300 case only, short timings (a smoke test)")
     parser.add_argument("--json", metavar="PATH", help="write every figure and the machine description here")
+    parser.add_argument("--peak-memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     if device.type == "cuda" and detrx.is_compiled() and not detrx.build_info()["cuda"]:
         parser.error("detrx was built without its CUDA kernels; rebuild on a machine with a GPU or with FORCE_CUDA=1")
-    if device.type == "cpu":
-        check_cpu_peak_method()
+    runs, budget = plan(args.quick, device)
+    if args.peak_memory_child:
+        return peak_memory_child(runs, dtype)
+    cpu_peaks = cpu_peaks_in_child(args) if device.type == "cpu" else {}
     if not detrx.is_compiled():
         print("warning: detrx is not compiled; 'detrx' rows time the reference", file=sys.stderr)
 
     machine = describe_machine(device)
     machine.update(dtype=args.dtype, build_info=detrx.build_info())
-    runs, budget = plan(args.quick, device)
     start = time.perf_counter()
     cases = {case.name: case for case in CASES}
     rows = []
     for case_name, kind in runs:
-        rows += measure(cases[case_name], kind, dtype, device, budget)
+        rows += measure(cases[case_name], kind, dtype, device, budget, cpu_peaks)
     summary = ratios(rows)
     limits = roofline_lines(rows, device, dtype) if ROOFLINE_CASE in runs else {}
     machine["load_average_1min_at_end"] = load_average()

@@ -5,15 +5,16 @@ TORCH_LIBRARY(detrx, m) {
   // Multi-scale deformable attention (Deformable DETR). Shapes: value [N, S, M, D],
   // spatial_shapes int64 [L, 2] (H, W), level_start_index int64 [L],
   // sampling_locations [N, Lq, M, L, P, 2] normalised (x, y), attention_weights [N, Lq, M, L, P]
-  // -> output [N, Lq, M * D].
+  // -> output [N, Lq, M * D]. spatial_shapes_hw: the level shapes on the host, (H_0, W_0, H_1, W_1,
+  // ...), if the caller has them: checked on the host, so that CUDA needs no copy of spatial_shapes.
   m.def(
       "ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-      "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
+      "Tensor sampling_locations, Tensor attention_weights, SymInt[]? spatial_shapes_hw=None) -> Tensor");
   // -> (grad_value, grad_sampling_locations, grad_attention_weights)
   m.def(
       "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
-      "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
-      "-> (Tensor, Tensor, Tensor)");
+      "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights, "
+      "SymInt[]? spatial_shapes_hw=None) -> (Tensor, Tensor, Tensor)");
   // Denoising queries (DN-DETR, DINO contrastive). Inputs: gt_labels int64 [B, G],
   // gt_boxes [B, G, 4] (cx, cy, w, h), gt_counts int64 [B], seed int64 [] (counter-based noise) or
   // noise float32 [B, K, 6] (pre-drawn uniforms), K = num_groups * group_size, group_size = max_gt

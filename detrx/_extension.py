@@ -44,12 +44,15 @@ def warn_if_missing() -> None:
 
 
 def build_info() -> dict:
-    """How the extension was built: compiled or not, CUDA or not, archs, and the torch it targets."""
+    """How the extension was built: compiled or not, CUDA or not, archs, the torch it targets, the
+    CPU levels its kernels were compiled for (cpu_levels), those this CPU runs (cpu_levels_supported)
+    and the one in use (cpu_level; DETRX_CPU_CAPABILITY chooses another)."""
     info = {"compiled": _C is not None, "torch_runtime": torch.__version__}
     if _C is None:
-        info.update(cuda=False, cuda_archs="", cpu_flags="", torch_built_against=None,
-                    load_error=str(_LOAD_ERROR), fix=REBUILD_HINT)
+        info.update(cuda=False, cuda_archs="", cpu_flags="", cpu_levels=(), cpu_levels_supported=(),
+                    cpu_level=None, torch_built_against=None, load_error=str(_LOAD_ERROR), fix=REBUILD_HINT)
     else:
         info.update(cuda=bool(_C.WITH_CUDA), cuda_archs=_C.CUDA_ARCHS, cpu_flags=_C.CPU_FLAGS,
-                    torch_built_against=_C.TORCH_VERSION)
+                    cpu_levels=_C.cpu_levels(), cpu_levels_supported=_C.supported_cpu_levels(),
+                    cpu_level=_C.cpu_level(), torch_built_against=_C.TORCH_VERSION)
     return info

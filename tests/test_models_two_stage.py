@@ -22,7 +22,7 @@ def _encoded(levels, valid_widths, channels=8, memory=None):
     ratios = torch.tensor([[[valid[level] / w, 1.0] for level, (_, w) in enumerate(levels)] for valid in valid_widths])
     if memory is None:
         memory = torch.randn(len(valid_widths), int(areas.sum()), channels)
-    return EncodedImages(memory, padding, shapes, level_start, ratios)
+    return EncodedImages(memory, padding, shapes, level_start, ratios, [tuple(hw) for hw in levels])
 
 
 def test_proposals_are_pixel_centres_with_a_side_doubling_per_level():

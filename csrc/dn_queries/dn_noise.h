@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "dn_queries/dn_layout.h"
 
@@ -62,6 +63,27 @@ DETRX_HOST_DEVICE acc_t dn_clamp(acc_t x, acc_t low, acc_t high) {
   return above_low < high ? above_low : high;
 }
 
+// a * b and a + b, each rounded on its own. nvcc fuses a multiply and an add into an FMA by default
+// (one rounding instead of two); the _rn intrinsics are never fused. The CPU file turns contraction
+// off, so the boxes are bitwise the same on CPU and CUDA.
+template <typename acc_t>
+DETRX_HOST_DEVICE acc_t dn_mul(acc_t a, acc_t b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<acc_t, double>) return __dmul_rn(a, b); else return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+template <typename acc_t>
+DETRX_HOST_DEVICE acc_t dn_add(acc_t a, acc_t b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<acc_t, double>) return __dadd_rn(a, b); else return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 // Jitters a (cx, cy, w, h) box by factor[c] * scale: DN-DETR style moves the centre by up to
 // scale * (w/2, h/2) and scales the size by 1 +- scale; DINO style moves each corner by up to
 // scale * (w/2, h/2). The result is clamped to [0, 1] with w, h >= min_size.
@@ -70,20 +92,22 @@ DETRX_HOST_DEVICE void dn_noisy_box(const acc_t box[4], const float factor[4], a
                                     acc_t out[4]) {
   const acc_t half_w = box[2] / acc_t(2), half_h = box[3] / acc_t(2);
   acc_t cx, cy, w, h;
+  // jitter c = factor[c] * size * scale, added to the coordinate without fusing.
+  const auto jitter = [&](int c, acc_t size) { return dn_mul(dn_mul(acc_t(factor[c]), size), scale); };
   if constexpr (kDinoStyle) {
-    const acc_t x0 = dn_clamp(box[0] - half_w + acc_t(factor[0]) * half_w * scale, acc_t(0), acc_t(1));
-    const acc_t y0 = dn_clamp(box[1] - half_h + acc_t(factor[1]) * half_h * scale, acc_t(0), acc_t(1));
-    const acc_t x1 = dn_clamp(box[0] + half_w + acc_t(factor[2]) * half_w * scale, acc_t(0), acc_t(1));
-    const acc_t y1 = dn_clamp(box[1] + half_h + acc_t(factor[3]) * half_h * scale, acc_t(0), acc_t(1));
+    const acc_t x0 = dn_clamp(dn_add(box[0] - half_w, jitter(0, half_w)), acc_t(0), acc_t(1));
+    const acc_t y0 = dn_clamp(dn_add(box[1] - half_h, jitter(1, half_h)), acc_t(0), acc_t(1));
+    const acc_t x1 = dn_clamp(dn_add(box[0] + half_w, jitter(2, half_w)), acc_t(0), acc_t(1));
+    const acc_t y1 = dn_clamp(dn_add(box[1] + half_h, jitter(3, half_h)), acc_t(0), acc_t(1));
     cx = (x0 + x1) / acc_t(2);
     cy = (y0 + y1) / acc_t(2);
     w = x1 - x0;
     h = y1 - y0;
   } else {
-    cx = box[0] + acc_t(factor[0]) * half_w * scale;
-    cy = box[1] + acc_t(factor[1]) * half_h * scale;
-    w = box[2] + acc_t(factor[2]) * box[2] * scale;
-    h = box[3] + acc_t(factor[3]) * box[3] * scale;
+    cx = dn_add(box[0], jitter(0, half_w));
+    cy = dn_add(box[1], jitter(1, half_h));
+    w = dn_add(box[2], jitter(2, box[2]));
+    h = dn_add(box[3], jitter(3, box[3]));
   }
   out[0] = dn_clamp(cx, acc_t(0), acc_t(1));
   out[1] = dn_clamp(cy, acc_t(0), acc_t(1));

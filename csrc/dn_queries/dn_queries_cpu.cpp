@@ -4,20 +4,32 @@
 // rows are written with memset rather than element by element. Threads split slots and rows only
 // when there is enough work for a thread wake-up to pay (the typical batch runs on one thread); each
 // output element is written by exactly one task, so results do not depend on the schedule.
+// setup.py compiles this file once per CPU level (cpu_levels.h); dn_queries_cpu_dispatch.cpp
+// registers the op and calls the copy of the level in use.
+//
+// No multiply-add of the box arithmetic is fused into an FMA (dn_noise.h), on any level, so the
+// boxes are bitwise those of the CUDA kernel and of a float-by-float evaluation.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <torch/library.h>
 
 #include <cstring>
 
+#include "cpu_levels.h"
 #include "dn_queries/dn_layout.h"
 #include "dn_queries/dn_queries_checks.h"
 #include "dn_queries/dn_queries_tensors.h"
 #include "dn_queries/dn_slot_writer.h"
 
 namespace detrx {
+namespace DETRX_CPU_NAMESPACE {
 namespace {
 
 constexpr int64_t kSlotsPerTask = 8192;                   // about 40 us of slot writes
@@ -79,6 +91,8 @@ void write_slots(const DNLayout& layout, const DNNoiseParams& params, const DNSl
   });
 }
 
+}  // namespace
+
 DNQueriesResult dn_queries_cpu(
     const at::Tensor& gt_labels, const at::Tensor& gt_boxes, const at::Tensor& gt_counts, const at::Tensor& seed,
     const std::optional<at::Tensor>& noise, int64_t num_classes, int64_t num_queries, int64_t max_gt,
@@ -115,10 +129,5 @@ DNQueriesResult dn_queries_cpu(
   return t.result();
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(detrx, CPU, m) {
-  m.impl("dn_queries", &dn_queries_cpu);
-}
-
+}  // namespace DETRX_CPU_NAMESPACE
 }  // namespace detrx

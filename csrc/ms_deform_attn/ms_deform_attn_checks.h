@@ -1,7 +1,15 @@
 // Argument checks shared by the CPU and CUDA kernels of ms_deform_attn. They raise ValueError
 // (TORCH_CHECK_VALUE) naming the argument and the expected shape, dtype or device.
+//
+// The level layout (spatial_shapes, level_start_index must tile value's S rows) needs the data of
+// the two small int64 tensors. On the CPU it is read here. On CUDA it is not (a copy to the host
+// would synchronise every call): the kernels assert it on the device, and a bad layout then
+// surfaces as a device-side assertion at the next synchronisation. Callers that know the level
+// shapes on the host pass them as spatial_shapes_hw (H_0, W_0, H_1, W_1, ...), which is checked
+// here on any device, and on the CPU also against spatial_shapes.
 #pragma once
 
+#include <ATen/core/ATen_fwd.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -21,9 +29,48 @@ struct MSDeformAttnSizes {
   int64_t points;    // P
 };
 
+// The host-side level shapes: 2L non-negative sizes whose areas sum to S.
+inline void check_spatial_shapes_hw(at::IntArrayRef hw, int64_t levels, int64_t values) {
+  TORCH_CHECK_VALUE(static_cast<int64_t>(hw.size()) == 2 * levels, "ms_deform_attn: spatial_shapes_hw must be "
+                    "(H_0, W_0, H_1, W_1, ...) for the L = ", levels, " levels of spatial_shapes (", 2 * levels,
+                    " sizes), got ", hw);
+  int64_t total = 0;
+  for (int64_t l = 0; l < levels; ++l) {
+    TORCH_CHECK_VALUE(hw[2 * l] >= 0 && hw[2 * l + 1] >= 0,
+                      "ms_deform_attn: spatial_shapes_hw must be non-negative, got ", hw);
+    total += hw[2 * l] * hw[2 * l + 1];
+  }
+  TORCH_CHECK_VALUE(total == values, "ms_deform_attn: spatial_shapes_hw areas sum to ", total, " but value has S = ",
+                    values, " rows (value must be [N, sum H*W, M, D])");
+}
+
+// The level layout from the tensors' data (host tensors only), and its agreement with hw if given.
+inline void check_level_tensors(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                                int64_t values, at::OptionalIntArrayRef hw) {
+  const int64_t levels = spatial_shapes.size(0);
+  const at::Tensor shapes = spatial_shapes.contiguous();
+  const at::Tensor starts = level_start_index.contiguous();
+  const int64_t* shape = shapes.data_ptr<int64_t>();
+  const int64_t* start = starts.data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t l = 0; l < levels; ++l) {
+    TORCH_CHECK_VALUE(shape[2 * l] >= 0 && shape[2 * l + 1] >= 0,
+                      "ms_deform_attn: spatial_shapes must be non-negative, got ", spatial_shapes);
+    TORCH_CHECK_VALUE(start[l] == total, "ms_deform_attn: level_start_index must be the running sum of the "
+                      "level areas; level ", l, " should start at ", total, ", got ", start[l]);
+    TORCH_CHECK_VALUE(!hw || (shape[2 * l] == (*hw)[2 * l] && shape[2 * l + 1] == (*hw)[2 * l + 1]),
+                      "ms_deform_attn: spatial_shapes and spatial_shapes_hw disagree at level ", l, ": (",
+                      shape[2 * l], ", ", shape[2 * l + 1], ") vs (", (*hw)[2 * l], ", ", (*hw)[2 * l + 1], ")");
+    total += shape[2 * l] * shape[2 * l + 1];
+  }
+  TORCH_CHECK_VALUE(total == values, "ms_deform_attn: spatial_shapes areas sum to ", total,
+                    " but value has S = ", values, " rows (value must be [N, sum H*W, M, D])");
+}
+
 inline MSDeformAttnSizes check_ms_deform_attn_inputs(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
+    at::OptionalIntArrayRef spatial_shapes_hw = std::nullopt) {
   TORCH_CHECK_VALUE(value.dim() == 4, "ms_deform_attn: value must be [N, S, M, D], got shape ", value.sizes());
   TORCH_CHECK_VALUE(at::isFloatingType(value.scalar_type()),
                     "ms_deform_attn: value must be a floating-point tensor, got ", value.scalar_type());
@@ -62,20 +109,10 @@ inline MSDeformAttnSizes check_ms_deform_attn_inputs(
   }
 
   // The level layout must tile S exactly, or the kernels would read outside value.
-  const at::Tensor shapes = spatial_shapes.cpu().contiguous();
-  const at::Tensor starts = level_start_index.cpu().contiguous();
-  const int64_t* hw = shapes.data_ptr<int64_t>();
-  const int64_t* start = starts.data_ptr<int64_t>();
-  int64_t total = 0;
-  for (int64_t l = 0; l < levels; ++l) {
-    TORCH_CHECK_VALUE(hw[2 * l] >= 0 && hw[2 * l + 1] >= 0,
-                      "ms_deform_attn: spatial_shapes must be non-negative, got ", spatial_shapes);
-    TORCH_CHECK_VALUE(start[l] == total, "ms_deform_attn: level_start_index must be the running sum of the "
-                      "level areas; level ", l, " should start at ", total, ", got ", start[l]);
-    total += hw[2 * l] * hw[2 * l + 1];
+  if (spatial_shapes_hw) check_spatial_shapes_hw(*spatial_shapes_hw, levels, sz.values);
+  if (spatial_shapes.device().is_cpu()) {
+    check_level_tensors(spatial_shapes, level_start_index, sz.values, spatial_shapes_hw);
   }
-  TORCH_CHECK_VALUE(total == sz.values, "ms_deform_attn: spatial_shapes areas sum to ", total,
-                    " but value has S = ", sz.values, " rows (value must be [N, sum H*W, M, D])");
   return sz;
 }
 
@@ -99,10 +136,10 @@ struct MSDeformAttnInputs {
 
 inline MSDeformAttnInputs prepare_ms_deform_attn_inputs(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights, at::OptionalIntArrayRef spatial_shapes_hw,
     const std::optional<at::Tensor>& grad_output = std::nullopt) {
   const auto sz = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                              attention_weights);
+                                              attention_weights, spatial_shapes_hw);
   if (grad_output) check_grad_output(*grad_output, value, sz);
   return {sz, value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
           sampling_locations.contiguous(), attention_weights.contiguous(),

@@ -8,6 +8,9 @@
 // Backward: each task owns one (batch, head) slice of grad_value, so the scatter of the value
 // gradient needs no atomics and the result does not depend on the thread count or schedule.
 // Reduced-precision inputs (float16, bfloat16) are computed in float32.
+//
+// setup.py compiles this file once per CPU level (cpu_levels.h); ms_deform_attn_cpu_dispatch.cpp
+// registers the op and calls the copy of the level in use.
 #include "cpu_vec.h"  // first: it picks the SIMD width of at::vec
 
 #include <ATen/Dispatch.h>
@@ -16,7 +19,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <type_traits>
 #include <vector>
@@ -26,6 +28,7 @@
 #include "ms_deform_attn/ms_deform_attn_checks.h"
 
 namespace detrx {
+namespace DETRX_CPU_NAMESPACE {
 namespace {
 
 using at::vec::Vectorized;
@@ -217,11 +220,13 @@ void check_cpu_limits(const MSDeformAttnSizes& sz) {
                     sz.values);
 }
 
+}  // namespace
+
 at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                               const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                              const at::Tensor& attention_weights) {
+                              const at::Tensor& attention_weights, at::OptionalIntArrayRef spatial_shapes_hw) {
   const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                                attention_weights);
+                                                attention_weights, spatial_shapes_hw);
   check_cpu_limits(in.sz);
   auto output = at::empty({in.sz.batch, in.sz.queries, in.sz.heads * in.sz.channels}, value.options());
   if (output.numel() == 0) return output;
@@ -239,9 +244,9 @@ at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& attention_weights, at::OptionalIntArrayRef spatial_shapes_hw) {
   const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                                attention_weights, grad_output);
+                                                attention_weights, spatial_shapes_hw, grad_output);
   check_cpu_limits(in.sz);
   auto grad_value = at::zeros(value.sizes(), value.options());
   auto grad_locations = at::empty(sampling_locations.sizes(), value.options());  // every element is written
@@ -259,11 +264,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   return {grad_value, grad_locations, grad_weights};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(detrx, CPU, m) {
-  m.impl("ms_deform_attn", &ms_deform_attn_cpu);
-  m.impl("ms_deform_attn_backward", &ms_deform_attn_backward_cpu);
-}
-
+}  // namespace DETRX_CPU_NAMESPACE
 }  // namespace detrx

@@ -5,7 +5,11 @@
 // 16-byte vector load when D and the pointers allow it (kVec = 16 / sizeof(scalar_t)), else one
 // channel per thread. Sums run in float32 for float16/bfloat16 (float64 for float64).
 //
-// Backward: grad_value is scattered with atomicAdd (float32 atomics into a float32 buffer for
+// The level layout is never copied to the host (that would synchronise every call): each thread
+// asserts it on the device before its first read of value (assert_level_layout), so a bad layout
+// stops the kernel with a device-side assertion that surfaces at the next synchronisation.
+//
+// Backward: grad_value is scattered with atomic adds (gpuAtomicAdd; float32 into a float32 buffer for
 // float16/bfloat16), so its low bits depend on the order of the additions: the backward is not
 // deterministic, and under torch.use_deterministic_algorithms(True) it raises PyTorch's standard
 // error. The location and weight gradients of a sample are summed over the threads of its head
@@ -16,9 +20,11 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/cuda/Atomic.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/macros/Macros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -58,6 +64,21 @@ __device__ __forceinline__ HeadChunk locate(int64_t t, int64_t chunks, const MSD
   return hc;
 }
 
+// The layout check of the CPU path (ms_deform_attn_checks.h), on the device: the levels' areas
+// tile value's S rows in order. Every thread runs it (L small cached loads) before touching value.
+__device__ __forceinline__ void assert_level_layout(const MSDeformAttnSizes& sz, const int64_t* spatial_shapes,
+                                                    const int64_t* level_start) {
+  int64_t total = 0;
+  for (int64_t l = 0; l < sz.levels; ++l) {
+    const int64_t H = spatial_shapes[2 * l], W = spatial_shapes[2 * l + 1];
+    CUDA_KERNEL_ASSERT_MSG(H >= 0 && W >= 0 && level_start[l] == total,
+                           "ms_deform_attn: spatial_shapes must be non-negative and level_start_index the "
+                           "running sum of the level areas");
+    total += H * W;
+  }
+  CUDA_KERNEL_ASSERT_MSG(total == sz.values, "ms_deform_attn: the spatial_shapes areas must sum to value's S");
+}
+
 template <typename scalar_t, int kVec>
 __global__ void forward_kernel(int64_t total, MSDeformAttnSizes sz, const scalar_t* __restrict__ value,
                                const int64_t* __restrict__ spatial_shapes, const int64_t* __restrict__ level_start,
@@ -66,6 +87,7 @@ __global__ void forward_kernel(int64_t total, MSDeformAttnSizes sz, const scalar
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunks = sz.channels / kVec;
   const int64_t row_stride = sz.heads * sz.channels;
+  assert_level_layout(sz, spatial_shapes, level_start);
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const HeadChunk hc = locate(t, chunks, sz);
     const scalar_t* value_nm = value + hc.n * sz.values * row_stride + hc.m * sz.channels + hc.chunk * kVec;
@@ -114,6 +136,7 @@ __global__ void backward_kernel(int64_t total, MSDeformAttnSizes sz, const scala
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunks = sz.channels / kVec;
   const int64_t row_stride = sz.heads * sz.channels;
+  assert_level_layout(sz, spatial_shapes, level_start);
   // Whole blocks step together so that every lane of a warp reaches the shuffles; lanes past the
   // end recompute the last item and write nothing. Heads never straddle warps (chunks divides 32).
   for (int64_t base = blockIdx.x * int64_t(blockDim.x); base < total; base += int64_t(gridDim.x) * blockDim.x) {
@@ -145,7 +168,7 @@ __global__ void backward_kernel(int64_t total, MSDeformAttnSizes sz, const scala
 #pragma unroll
           for (int k = 0; k < kVec; ++k) {
             dot[c] += g[k] * static_cast<acc_t>(v.v[k]);
-            if (active) atomicAdd(grad_value_nm + offset + k, static_cast<grad_t>(w * g[k]));
+            if (active) gpuAtomicAddNoReturn(grad_value_nm + offset + k, static_cast<grad_t>(w * g[k]));
           }
         }
         acc_t grad_x, grad_y;
@@ -164,9 +187,9 @@ __global__ void backward_kernel(int64_t total, MSDeformAttnSizes sz, const scala
             grad_weights[s] = static_cast<grad_t>(grad_a);
           }
         } else if (active) {
-          atomicAdd(grad_locations + 2 * s, static_cast<grad_t>(grad_x));
-          atomicAdd(grad_locations + 2 * s + 1, static_cast<grad_t>(grad_y));
-          atomicAdd(grad_weights + s, static_cast<grad_t>(grad_a));
+          gpuAtomicAddNoReturn(grad_locations + 2 * s, static_cast<grad_t>(grad_x));
+          gpuAtomicAddNoReturn(grad_locations + 2 * s + 1, static_cast<grad_t>(grad_y));
+          gpuAtomicAddNoReturn(grad_weights + s, static_cast<grad_t>(grad_a));
         }
       }
     }
@@ -194,9 +217,9 @@ void dispatch_vector_width(int64_t channels, std::initializer_list<const void*> 
 
 at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                               const at::Tensor& attention_weights) {
+                               const at::Tensor& attention_weights, at::OptionalIntArrayRef spatial_shapes_hw) {
   const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                                attention_weights);
+                                                attention_weights, spatial_shapes_hw);
   const auto& sz = in.sz;
   const c10::cuda::CUDAGuard guard(value.device());
   auto output = at::empty({sz.batch, sz.queries, sz.heads * sz.channels}, value.options());
@@ -220,9 +243,9 @@ at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatia
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& attention_weights, at::OptionalIntArrayRef spatial_shapes_hw) {
   const auto in = prepare_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations,
-                                                attention_weights, grad_output);
+                                                attention_weights, spatial_shapes_hw, grad_output);
   const auto& sz = in.sz;
   at::globalContext().alertNotDeterministic("ms_deform_attn_backward_cuda (atomicAdd into grad_value)");
   const c10::cuda::CUDAGuard guard(value.device());

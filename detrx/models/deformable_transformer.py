@@ -33,9 +33,12 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout, self.norm = nn.Dropout(dropout), nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask):
-        """src, pos [B, S, C]; reference_points [B, S, L, 2] -> [B, S, C]."""
-        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
+                spatial_shapes_list=None):
+        """src, pos [B, S, C]; reference_points [B, S, L, 2] -> [B, S, C]. spatial_shapes_list: the
+        (h, w) of spatial_shapes as ints, which spares the op reading the tensor on the host."""
+        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask,
+                                  spatial_shapes_list)
         return self.ffn(self.norm(src + self.dropout(attended)))
 
 
@@ -49,7 +52,7 @@ class DeformableDecoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, dim_feedforward, dropout)
 
     def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes, level_start_index,
-                padding_mask, self_attn_mask=None):
+                padding_mask, self_attn_mask=None, spatial_shapes_list=None):
         """tgt, query_pos [B, Q, C]; reference_points [B, Q, L, 2 or 4] -> [B, Q, C].
 
         The DN mask goes to the self-attention only: MSDA cross-attention samples the image memory
@@ -58,15 +61,15 @@ class DeformableDecoderLayer(nn.Module):
         q = k = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, attn_mask=self_attn_mask)[0]))
         attended = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes,
-                                   level_start_index, padding_mask)
+                                   level_start_index, padding_mask, spatial_shapes_list)
         return self.ffn(self.norm2(tgt + self.dropout2(attended)))
 
 
-def pixel_centres(spatial_shapes, valid_ratios):
-    """Pixel centres of every level, normalised by the level's unpadded extent: spatial_shapes
-    [L, 2], valid_ratios [B, L, 2] (w, h) -> [B, S, 2] (x, y); above 1 in the padding."""
+def pixel_centres(level_shapes, valid_ratios):
+    """Pixel centres of every level, normalised by the level's unpadded extent: level_shapes
+    [(h, w)] * L ints, valid_ratios [B, L, 2] (w, h) -> [B, S, 2] (x, y); above 1 in the padding."""
     points = []
-    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+    for level, (h, w) in enumerate(level_shapes):
         ys, xs = torch.meshgrid(torch.arange(h, device=valid_ratios.device) + 0.5,
                                 torch.arange(w, device=valid_ratios.device) + 0.5, indexing="ij")
         x = xs.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * w)  # [B, h*w]
@@ -75,9 +78,9 @@ def pixel_centres(spatial_shapes, valid_ratios):
     return torch.cat(points, 1)
 
 
-def encoder_reference_points(spatial_shapes, valid_ratios):
+def encoder_reference_points(level_shapes, valid_ratios):
     """The pixel centres seen from every level: -> [B, S, L, 2] (x, y)."""
-    return pixel_centres(spatial_shapes, valid_ratios)[:, :, None] * valid_ratios[:, None]
+    return pixel_centres(level_shapes, valid_ratios)[:, :, None] * valid_ratios[:, None]
 
 
 class EncodedImages(NamedTuple):
@@ -87,6 +90,7 @@ class EncodedImages(NamedTuple):
     spatial_shapes: torch.Tensor   # [L, 2] (h, w)
     level_start: torch.Tensor      # [L]
     valid_ratios: torch.Tensor     # [B, L, 2] (w, h) unpadded fraction of each level
+    level_shapes: list             # [(h, w)] * L, spatial_shapes as ints
 
 
 class ObjectQueries(NamedTuple):
@@ -113,35 +117,36 @@ class DeformableTransformer(nn.Module):
 
     def flatten(self, srcs, masks, pos_embeds):
         """Multi-scale maps -> src, pos [B, S, C], mask [B, S], spatial_shapes [L, 2], level_start
-        [L], valid_ratios [B, L, 2]."""
-        shapes = torch.tensor([src.shape[-2:] for src in srcs], dtype=torch.int64, device=srcs[0].device)
+        [L], valid_ratios [B, L, 2], level_shapes [(h, w)] * L."""
+        level_shapes = [tuple(src.shape[-2:]) for src in srcs]
+        shapes = torch.tensor(level_shapes, dtype=torch.int64, device=srcs[0].device)
         level_start = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pos = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[i] for i, p in enumerate(pos_embeds)], 1)
         mask = torch.cat([m.flatten(1) for m in masks], 1)
         valid = torch.stack([torch.stack([(~m[:, 0, :]).sum(1), (~m[:, :, 0]).sum(1)], -1).float()
                              / torch.tensor([m.shape[2], m.shape[1]], device=m.device) for m in masks], 1)
-        return src, pos, mask, shapes, level_start, valid
+        return src, pos, mask, shapes, level_start, valid, level_shapes
 
     def encode(self, srcs, masks, pos_embeds):
         """Per level [B, C, H_l, W_l] features, [B, H_l, W_l] masks, [B, C, H_l, W_l] positions -> EncodedImages."""
-        src, pos, mask, shapes, level_start, valid_ratios = self.flatten(srcs, masks, pos_embeds)
-        enc_refs = encoder_reference_points(shapes, valid_ratios)  # [B, S, L, 2]
+        src, pos, mask, shapes, level_start, valid_ratios, level_shapes = self.flatten(srcs, masks, pos_embeds)
+        enc_refs = encoder_reference_points(level_shapes, valid_ratios)  # [B, S, L, 2]
         memory = src
         for layer in self.encoder:
-            memory = layer(memory, pos, enc_refs, shapes, level_start, mask)
-        return EncodedImages(memory, mask, shapes, level_start, valid_ratios)
+            memory = layer(memory, pos, enc_refs, shapes, level_start, mask, level_shapes)
+        return EncodedImages(memory, mask, shapes, level_start, valid_ratios, level_shapes)
 
     def decode(self, encoded, tgt, query_pos, reference_points, self_attn_mask=None, bbox_embed=None):
         """tgt, query_pos [B, Q, C]; reference_points [B, Q, 2 or 4]; bbox_embed: per-layer box heads
         for iterative refinement, or None -> (hs [L_dec, B, Q, C], references: list of L_dec
         [B, Q, 2 or 4], the reference each layer's box is predicted relative to)."""
-        memory, mask, shapes, level_start, valid_ratios = encoded
+        memory, mask, shapes, level_start, valid_ratios, level_shapes = encoded
         hs, references, out, reference = [], [], tgt, reference_points
         for i, layer in enumerate(self.decoder):
             scale = valid_ratios if reference.shape[-1] == 2 else torch.cat([valid_ratios, valid_ratios], -1)
             out = layer(out, query_pos, reference[:, :, None] * scale[:, None], memory, shapes,
-                        level_start, mask, self_attn_mask)
+                        level_start, mask, self_attn_mask, level_shapes)
             hs.append(out)
             references.append(reference)
             if bbox_embed is not None:  # iterative refinement; gradients do not flow through references

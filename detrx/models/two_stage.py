@@ -21,10 +21,9 @@ VALID_PROPOSAL_RANGE = (0.01, 0.99)  # proposals with a coordinate outside are n
 def encoder_proposals(encoded):
     """encoded: EncodedImages -> (proposals [B, S, 4] (cx, cy, w, h), normalised by each image's
     unpadded extent; valid [B, S] bool: not padding and every coordinate in VALID_PROPOSAL_RANGE)."""
-    shapes = encoded.spatial_shapes
-    centres = pixel_centres(shapes, encoded.valid_ratios)  # [B, S, 2]
-    levels = torch.arange(len(shapes), device=centres.device)
-    sides = FINEST_PROPOSAL_SIDE * 2.0 ** levels.repeat_interleave(shapes[:, 0] * shapes[:, 1])  # [S]
+    centres = pixel_centres(encoded.level_shapes, encoded.valid_ratios)  # [B, S, 2]
+    sides = torch.cat([torch.full((h * w,), FINEST_PROPOSAL_SIDE * 2.0 ** level, device=centres.device)
+                       for level, (h, w) in enumerate(encoded.level_shapes)])  # [S]
     proposals = torch.cat([centres, sides[None, :, None].expand(*centres.shape[:2], 2)], -1)
     low, high = VALID_PROPOSAL_RANGE
     valid = ~encoded.padding_mask & ((proposals > low) & (proposals < high)).all(-1)

@@ -49,7 +49,7 @@ class MSDeformAttn(nn.Module):
             nn.init.zeros_(projection.bias)
 
     def forward(self, query, reference_points, input_flatten, input_spatial_shapes,
-                input_level_start_index, input_padding_mask=None):
+                input_level_start_index, input_padding_mask=None, input_spatial_shapes_list=None):
         """
         Args:
             query:                    [N, Lq, C]
@@ -58,6 +58,8 @@ class MSDeformAttn(nn.Module):
             input_spatial_shapes:     int64 [L, 2] (H, W) of each level
             input_level_start_index:  int64 [L]
             input_padding_mask:       [N, S] bool, True at padding (those values are zeroed)
+            input_spatial_shapes_list: the same (H, W) as Python ints, if known: the op then checks
+                                      the layout on the host and never reads input_spatial_shapes there
         Returns:
             [N, Lq, C]
         """
@@ -90,6 +92,6 @@ class MSDeformAttn(nn.Module):
             locations = (reference_points[:, :, None, :, None, :2]
                          + offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5)
         op = ms_deform_attn_reference if self.use_reference else ms_deform_attn
-        output = op(value, input_spatial_shapes, input_level_start_index,
-                    locations.to(value.dtype), weights.to(value.dtype))  # [N, Lq, C]
+        output = op(value, input_spatial_shapes, input_level_start_index, locations.to(value.dtype),
+                    weights.to(value.dtype), spatial_shapes_list=input_spatial_shapes_list)  # [N, Lq, C]
         return self.output_proj(output)

@@ -14,6 +14,13 @@ attention-weighted sum of the samples:
 `ms_deform_attn` runs the compiled CPU/CUDA kernels (the backward is its own op,
 `detrx::ms_deform_attn_backward`); `ms_deform_attn_reference` is the grid_sample formulation.
 Shape, dtype and device errors raise ValueError naming the argument.
+
+The level layout (spatial_shapes and level_start_index tile S) depends on tensor data. On the CPU
+it is checked when the op runs. On CUDA nothing is copied to the host (no synchronisation, so the
+op runs inside CUDA graphs): pass `spatial_shapes_list`, the (H, W) of each level as Python ints
+(callers usually have them: the feature maps' sizes), to have the layout checked on the host with a
+ValueError; without it the kernels assert the layout on the device, and a bad one surfaces as a
+device-side assertion error at the next synchronisation.
 """
 import torch
 import torch.nn.functional as F
@@ -82,10 +89,35 @@ def _check_levels(spatial_shapes, level_start_index, num_values):
     return shapes
 
 
-def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """The grid_sample formulation of Deformable DETR (per-level grid_sample, weighted sum)."""
+def _check_shapes_list(spatial_shapes_list, num_levels, num_values):
+    """Checks the host-side level shapes [(H, W)] * L against L and S; returns them flattened
+    (H_0, W_0, H_1, W_1, ...), as the op's schema takes them."""
+    if not isinstance(spatial_shapes_list, (list, tuple)) or len(spatial_shapes_list) != num_levels or not all(
+            isinstance(hw, (list, tuple, torch.Size)) and len(hw) == 2 for hw in spatial_shapes_list):
+        raise ValueError(f"ms_deform_attn: spatial_shapes_list must be a list of L = {num_levels} (H, W) pairs "
+                         f"(one per level of spatial_shapes), got {spatial_shapes_list!r}")
+    flat = [size for hw in spatial_shapes_list for size in hw]
+    if not all(isinstance(size, (int, torch.SymInt)) and not isinstance(size, bool) for size in flat):
+        raise ValueError(f"ms_deform_attn: spatial_shapes_list must hold ints, got {spatial_shapes_list!r}")
+    if any(size < 0 for size in flat):
+        raise ValueError(f"ms_deform_attn: spatial_shapes_list must be non-negative, got {spatial_shapes_list!r}")
+    total = sum(h * w for h, w in spatial_shapes_list)
+    if total != num_values:
+        raise ValueError(f"ms_deform_attn: spatial_shapes_list areas sum to {total} but value has "
+                         f"S = {num_values} rows (value must be [N, sum H*W, M, D])")
+    return flat
+
+
+def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                             spatial_shapes_list=None):
+    """The grid_sample formulation of Deformable DETR (per-level grid_sample, weighted sum).
+    With spatial_shapes_list the level sizes come from it and no tensor data is read on the host."""
     _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    shapes = _check_levels(spatial_shapes, level_start_index, value.shape[1])
+    if spatial_shapes_list is None:
+        shapes = _check_levels(spatial_shapes, level_start_index, value.shape[1])
+    else:
+        flat = _check_shapes_list(spatial_shapes_list, spatial_shapes.shape[0], value.shape[1])
+        shapes = list(zip(flat[0::2], flat[1::2]))
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
     value_per_level = value.split([h * w for h, w in shapes], dim=1)
@@ -104,38 +136,49 @@ def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_
     return output.view(N, M * D, Lq).transpose(1, 2).contiguous()
 
 
-def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """Multi-scale deformable attention with the compiled kernels; see the module docstring."""
+def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                   spatial_shapes_list=None):
+    """Multi-scale deformable attention with the compiled kernels; see the module docstring.
+
+    spatial_shapes_list: optional [(H_0, W_0), (H_1, W_1), ...] as Python ints, the same levels as
+    spatial_shapes; lets the layout be checked on the host without reading the tensor (CUDA).
+    """
     _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    flat = None
+    if spatial_shapes_list is not None:
+        flat = _check_shapes_list(spatial_shapes_list, spatial_shapes.shape[0], value.shape[1])
     if not is_compiled():
         warn_if_missing()
         return ms_deform_attn_reference(value, spatial_shapes, level_start_index,
-                                        sampling_locations, attention_weights)
+                                        sampling_locations, attention_weights, spatial_shapes_list)
     return torch.ops.detrx.ms_deform_attn(value, spatial_shapes, level_start_index,
-                                          sampling_locations, attention_weights)
+                                          sampling_locations, attention_weights, flat)
 
 
 if is_compiled():
     @torch.library.register_fake("detrx::ms_deform_attn")
-    def _ms_deform_attn_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    def _ms_deform_attn_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                             spatial_shapes_hw=None):
         _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
         N, _, M, D = value.shape
         return value.new_empty((N, sampling_locations.shape[1], M * D))
 
     @torch.library.register_fake("detrx::ms_deform_attn_backward")
     def _ms_deform_attn_backward_fake(grad_output, value, spatial_shapes, level_start_index,
-                                      sampling_locations, attention_weights):
+                                      sampling_locations, attention_weights, spatial_shapes_hw=None):
         return (torch.empty_like(value), torch.empty_like(sampling_locations),
                 torch.empty_like(attention_weights))
 
     def _setup_context(ctx, inputs, output):
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = inputs
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, spatial_shapes_hw = inputs
         ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        ctx.spatial_shapes_hw = spatial_shapes_hw
 
     def _backward(ctx, grad_output):
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
         grad_value, grad_locations, grad_weights = torch.ops.detrx.ms_deform_attn_backward(
-            grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return grad_value, None, None, grad_locations, grad_weights
+            grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+            ctx.spatial_shapes_hw)
+        return grad_value, None, None, grad_locations, grad_weights, None
 
     torch.library.register_autograd("detrx::ms_deform_attn", _backward, setup_context=_setup_context)
