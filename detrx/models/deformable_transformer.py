@@ -62,22 +62,29 @@ class DeformableDecoderLayer(nn.Module):
         return self.ffn(self.norm2(tgt + self.dropout2(attended)))
 
 
-def pixel_centres(spatial_shapes, valid_ratios):
+def token_levels(level_start, num_tokens):
+    """level_start [L], num_tokens S -> [S] the level of every flattened token (tensor ops only,
+    so the level sizes may be unknown until run time, as in an exported graph)."""
+    tokens = torch.arange(num_tokens, device=level_start.device)
+    return (tokens[:, None] >= level_start[None, 1:]).sum(1)  # empty levels are skipped
+
+
+def pixel_centres(spatial_shapes, level_start, valid_ratios, num_tokens):
     """Pixel centres of every level, normalised by the level's unpadded extent: spatial_shapes
-    [L, 2], valid_ratios [B, L, 2] (w, h) -> [B, S, 2] (x, y); above 1 in the padding."""
-    points = []
-    for level, (h, w) in enumerate(spatial_shapes.tolist()):
-        ys, xs = torch.meshgrid(torch.arange(h, device=valid_ratios.device) + 0.5,
-                                torch.arange(w, device=valid_ratios.device) + 0.5, indexing="ij")
-        x = xs.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * w)  # [B, h*w]
-        y = ys.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * h)
-        points.append(torch.stack([x, y], -1))
-    return torch.cat(points, 1)
+    [L, 2], level_start [L], valid_ratios [B, L, 2] (w, h), num_tokens S -> [B, S, 2] (x, y);
+    above 1 in the padding."""
+    level = token_levels(level_start, num_tokens)  # [S]
+    index = torch.arange(num_tokens, device=level_start.device) - level_start[level]  # row-major in its level
+    h, w = spatial_shapes[level].unbind(-1)  # [S]
+    x = (index % w + 0.5)[None] / (valid_ratios[:, level, 0] * w)  # [B, S]
+    y = (index // w + 0.5)[None] / (valid_ratios[:, level, 1] * h)
+    return torch.stack([x, y], -1)
 
 
-def encoder_reference_points(spatial_shapes, valid_ratios):
+def encoder_reference_points(spatial_shapes, level_start, valid_ratios, num_tokens):
     """The pixel centres seen from every level: -> [B, S, L, 2] (x, y)."""
-    return pixel_centres(spatial_shapes, valid_ratios)[:, :, None] * valid_ratios[:, None]
+    centres = pixel_centres(spatial_shapes, level_start, valid_ratios, num_tokens)
+    return centres[:, :, None] * valid_ratios[:, None]
 
 
 class EncodedImages(NamedTuple):
@@ -118,7 +125,7 @@ class DeformableTransformer(nn.Module):
     def encode(self, srcs, masks, pos_embeds):
         """Per level [B, C, H_l, W_l] features, [B, H_l, W_l] masks, [B, C, H_l, W_l] positions -> EncodedImages."""
         src, pos, mask, shapes, level_start, valid_ratios = self.flatten(srcs, masks, pos_embeds)
-        enc_refs = encoder_reference_points(shapes, valid_ratios)  # [B, S, L, 2]
+        enc_refs = encoder_reference_points(shapes, level_start, valid_ratios, src.shape[1])  # [B, S, L, 2]
         memory = src
         for layer in self.encoder:
             memory = layer(memory, pos, enc_refs, shapes, level_start, mask)

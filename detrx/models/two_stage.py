@@ -11,7 +11,7 @@ encoding gives the queries' position and content vectors.
 import torch
 from torch import nn
 
-from detrx.models.deformable_transformer import inverse_sigmoid, pixel_centres
+from detrx.models.deformable_transformer import inverse_sigmoid, pixel_centres, token_levels
 from detrx.models.position_encoding import sine_encoding
 
 FINEST_PROPOSAL_SIDE = 0.05
@@ -21,10 +21,9 @@ VALID_PROPOSAL_RANGE = (0.01, 0.99)  # proposals with a coordinate outside are n
 def encoder_proposals(encoded):
     """encoded: EncodedImages -> (proposals [B, S, 4] (cx, cy, w, h), normalised by each image's
     unpadded extent; valid [B, S] bool: not padding and every coordinate in VALID_PROPOSAL_RANGE)."""
-    shapes = encoded.spatial_shapes
-    centres = pixel_centres(shapes, encoded.valid_ratios)  # [B, S, 2]
-    levels = torch.arange(len(shapes), device=centres.device)
-    sides = FINEST_PROPOSAL_SIDE * 2.0 ** levels.repeat_interleave(shapes[:, 0] * shapes[:, 1])  # [S]
+    num_tokens = encoded.memory.shape[1]
+    centres = pixel_centres(encoded.spatial_shapes, encoded.level_start, encoded.valid_ratios, num_tokens)  # [B, S, 2]
+    sides = FINEST_PROPOSAL_SIDE * 2.0 ** token_levels(encoded.level_start, num_tokens)  # [S]
     proposals = torch.cat([centres, sides[None, :, None].expand(*centres.shape[:2], 2)], -1)
     low, high = VALID_PROPOSAL_RANGE
     valid = ~encoded.padding_mask & ((proposals > low) & (proposals < high)).all(-1)
