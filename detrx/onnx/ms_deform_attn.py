@@ -20,13 +20,28 @@ spatial shapes and level starts, locations, weights; no attributes; output [N, L
 followed by a Reshape to [N, Lq, M * D]. Only TensorRT with that plugin runs such a graph.
 """
 import numpy as np
+from onnx.defs import OpSchema
 from onnxscript import ir
 from onnxscript import opset18 as op
-from onnxscript.values import Opset
+from onnxscript.values import Op, Opset
 
 TRT_DOMAIN = "trt"
 TRT_PLUGIN = "MultiscaleDeformableAttnPlugin_TRT"
-_trt = Opset(TRT_DOMAIN, 1)
+
+
+def _trt_plugin_schema():
+    """The plugin's interface as an OpSchema (for onnxscript; nothing registers it with onnx)."""
+    parameter = OpSchema.FormalParameter
+    return OpSchema(
+        TRT_PLUGIN, TRT_DOMAIN, 1, doc="TensorRT's multi-scale deformable attention plugin",
+        inputs=[parameter("value", "T"), parameter("spatial_shapes", "tensor(int32)"),
+                parameter("level_start_index", "tensor(int32)"), parameter("sampling_locations", "T"),
+                parameter("attention_weights", "T")],
+        outputs=[parameter("output", "T")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "value and output type")])
+
+
+_trt_plugin = Op(Opset(TRT_DOMAIN, 1), TRT_PLUGIN, _trt_plugin_schema())
 
 _CORNERS = ((0, 0), (1, 0), (0, 1), (1, 1))  # (dx, dy) from the pixel at (floor(x), floor(y))
 _HALF_TYPES = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
@@ -109,7 +124,7 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
 
 def ms_deform_attn_trt_plugin(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """detrx::ms_deform_attn as TensorRT's multi-scale deformable attention plugin node."""
-    output = _trt.MultiscaleDeformableAttnPlugin_TRT(
+    output = _trt_plugin(
         value, op.Cast(spatial_shapes, to=ir.DataType.INT32), op.Cast(level_start_index, to=ir.DataType.INT32),
         sampling_locations, attention_weights)  # [N, Lq, M, D]
     channels = op.Mul(_dim(value, 2), _dim(value, 3))  # M * D
