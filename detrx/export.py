@@ -18,6 +18,7 @@ import torch
 from detrx.models import MODELS, build_model
 
 DEFAULT_OPSET = 18
+MIN_DYNAMIC_SIZE = 128  # the default export size with --dynamic is at least this
 
 
 def load_detector(checkpoint_path):
@@ -59,7 +60,8 @@ def main(argv=None):
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch size, height and width")
     parser.add_argument("--postprocess", action="store_true", help="output scores, labels, boxes (xyxy pixels)")
-    parser.add_argument("--height", type=int, default=None, help="export image height (default: the training --image-size)")
+    parser.add_argument("--height", type=int, default=None, help="export image height (default: the training --image-size; "
+                        f"with --dynamic at least {MIN_DYNAMIC_SIZE})")
     parser.add_argument("--width", type=int, default=None, help="export image width (default: the height)")
     parser.add_argument("--batch-size", type=int, default=None, help="export batch size (default 1; 2 with --dynamic)")
     parser.add_argument("--trt-plugin", action="store_true", help="MSDA as TensorRT's plugin node "
@@ -82,7 +84,9 @@ def main(argv=None):
     logging.getLogger("onnxscript").setLevel(logging.ERROR)  # constant folding's per-node notes
 
     module = ExportableDetector(model, postprocess if opts.postprocess else None).eval()
-    height = opts.height or args.image_size
+    # torch.export fixes any axis of size 1 in the example: with --dynamic, export at a size where
+    # even the stride-64 level is 2 x 2, and with a batch of 2
+    height = opts.height or (max(args.image_size, MIN_DYNAMIC_SIZE) if opts.dynamic else args.image_size)
     width = opts.width or height
     batch_size = opts.batch_size or (2 if opts.dynamic else 1)  # a size-1 axis would be fixed to 1
     images = torch.rand(batch_size, 3, height, width)
