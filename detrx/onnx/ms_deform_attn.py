@@ -43,7 +43,6 @@ def _trt_plugin_schema():
 
 _trt_plugin = Op(Opset(TRT_DOMAIN, 1), TRT_PLUGIN, _trt_plugin_schema())
 
-_CORNERS = ((0, 0), (1, 0), (0, 1), (1, 1))  # (dx, dy) from the pixel at (floor(x), floor(y))
 _HALF_TYPES = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 
 
@@ -64,6 +63,21 @@ def _arange(size):
 def _level_column(spatial_shapes, column):
     """spatial_shapes int64 [L, 2] -> its column (0: H, 1: W) as [L, 1], broadcasting over P."""
     return op.Reshape(op.Gather(spatial_shapes, _ints(column), axis=1), _ints(-1, 1))
+
+
+def _axis_taps(pixel, size, off_map_index):
+    """Pixel coordinates along one axis, the level sizes along it [L, 1] -> for the two neighbouring
+    pixels (floor, floor + 1): (bilinear weight, int64 pixel index), with weight 0 and index
+    off_map_index where the pixel is off the map, or the coordinate is NaN or infinite."""
+    one, zero = (op.CastLike(op.Constant(value_float=v), pixel) for v in (1.0, 0.0))
+    low = op.Floor(pixel)
+    frac = op.Sub(pixel, low)
+    taps = []
+    for neighbour, weight in ((low, op.Sub(one, frac)), (op.Add(low, one), frac)):
+        on_map = op.And(op.GreaterOrEqual(neighbour, zero), op.Less(neighbour, size))  # false for NaN
+        taps.append((op.Where(on_map, weight, zero),
+                     op.Where(on_map, op.Cast(neighbour, to=ir.DataType.INT64), off_map_index)))
+    return taps
 
 
 def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -87,37 +101,31 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     heights_int = _level_column(spatial_shapes, 0)  # [L, 1]
     widths_int = _level_column(spatial_shapes, 1)
     heights, widths = op.CastLike(heights_int, value), op.CastLike(widths_int, value)
-    starts = op.Reshape(level_start_index, _ints(-1, 1))  # [L, 1]
-    batch_offset = op.Mul(op.Reshape(_arange(batch), _ints(-1, 1, 1, 1, 1)), num_values)  # [N, 1, 1, 1, 1]
+    half = op.CastLike(op.Constant(value_float=0.5), value)
+    x = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=0), axis=-1), widths), half)
+    y = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1), heights), half)
+    x_taps = _axis_taps(x, widths, zero_row_index)  # [N, Lq, M, L, P] pixel coordinates
+    y_taps = _axis_taps(y, heights, zero_row_index)
+
+    # row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m;
+    # an off-map index (zero_row_index) on either axis makes it >= zero_row_index, clipped to it
+    image_start = op.Add(op.Mul(op.Reshape(_arange(batch), _ints(-1, 1, 1, 1, 1)), num_values),
+                         op.Reshape(level_start_index, _ints(-1, 1)))  # [N, 1, 1, L, 1]
     head_index = op.Reshape(_arange(heads), _ints(1, 1, -1, 1, 1))  # [1, 1, M, 1, 1]
-
-    half, one, zero = (op.CastLike(op.Constant(value_float=v), value) for v in (0.5, 1.0, 0.0))
-    loc_x = op.Gather(sampling_locations, op.Constant(value_int=0), axis=-1)  # [N, Lq, M, L, P]
-    loc_y = op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1)
-    x = op.Sub(op.Mul(loc_x, widths), half)  # pixel coordinates
-    y = op.Sub(op.Mul(loc_y, heights), half)
-    x0, y0 = op.Floor(x), op.Floor(y)
-    frac_x, frac_y = op.Sub(x, x0), op.Sub(y, y0)
-
+    x_parts = [(weight, op.Mul(index, heads)) for weight, index in x_taps]
+    y_parts = [(op.Mul(weight, attention_weights),
+                op.Add(op.Mul(op.Add(image_start, op.Mul(index, widths_int)), heads), head_index))
+               for weight, index in y_taps]
     sample_shape = op.Concat(batch, queries, heads, samples, channels, axis=0)  # [N, Lq, M, L*P, D]
     weight_shape = op.Concat(batch, queries, heads, _ints(1), samples, axis=0)  # [N, Lq, M, 1, L*P]
     output = None
-    for dx, dy in _CORNERS:
-        corner_x = op.Add(x0, one) if dx else x0
-        corner_y = op.Add(y0, one) if dy else y0
-        # False for NaN and infinities: comparisons with NaN are false, floor(inf) is off the map
-        on_map = op.And(op.And(op.GreaterOrEqual(corner_x, zero), op.Less(corner_x, widths)),
-                        op.And(op.GreaterOrEqual(corner_y, zero), op.Less(corner_y, heights)))
-        bilinear = op.Mul(frac_x if dx else op.Sub(one, frac_x), frac_y if dy else op.Sub(one, frac_y))
-        weight = op.Where(on_map, op.Mul(bilinear, attention_weights), zero)  # [N, Lq, M, L, P]
-        pixel_x = op.Cast(op.Where(on_map, corner_x, zero), to=ir.DataType.INT64)
-        pixel_y = op.Cast(op.Where(on_map, corner_y, zero), to=ir.DataType.INT64)
-        token = op.Add(op.Add(starts, op.Mul(pixel_y, widths_int)), pixel_x)  # index into S
-        row = op.Add(op.Mul(op.Add(batch_offset, token), heads), head_index)
-        row = op.Where(on_map, row, zero_row_index)
-        gathered = op.Reshape(op.Gather(rows, row, axis=0), sample_shape)  # [N, Lq, M, L*P, D]
-        corner = op.MatMul(op.Reshape(weight, weight_shape), gathered)  # [N, Lq, M, 1, D]
-        output = corner if output is None else op.Add(output, corner)
+    for y_weight, y_rows in y_parts:
+        for x_weight, x_rows in x_parts:
+            weight = op.Reshape(op.Mul(y_weight, x_weight), weight_shape)
+            row = op.Min(op.Add(y_rows, x_rows), zero_row_index)
+            gathered = op.Reshape(op.Gather(rows, row, axis=0), sample_shape)  # [N, Lq, M, L*P, D]
+            corner = op.MatMul(weight, gathered)  # [N, Lq, M, 1, D]
+            output = corner if output is None else op.Add(output, corner)
     output = op.Reshape(output, op.Concat(batch, queries, op.Mul(heads, channels), axis=0))
     return op.Cast(output, to=out_type) if out_type in _HALF_TYPES else output
 
