@@ -65,6 +65,17 @@ def export(module, path):
     return time.perf_counter() - start
 
 
+def ort_session(path, threads):
+    """An onnxruntime CPU session with `threads` threads that do not spin while idle (spinning
+    threads would take the CPU from the eager runs interleaved with it)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 class OpModule(torch.nn.Module):
     def forward(self, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
         return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
@@ -72,8 +83,6 @@ class OpModule(torch.nn.Module):
 
 def bench_op(case_names, threads, min_run_time, work_dir):
     """The MSDA op alone: compiled, grid_sample reference, onnxruntime (one dynamic export)."""
-    import onnxruntime
-
     import detrx.onnx
 
     cases = [case for case in CASES if case.name in case_names]
@@ -82,9 +91,7 @@ def bench_op(case_names, threads, min_run_time, work_dir):
     batch, queries = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
     detrx.onnx.export(OpModule().eval(), example, path, verbose=False, dynamic_shapes=(
         {0: batch}, None, None, {0: batch, 1: queries}, {0: batch, 1: queries}))
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads)
     rows = []
     for case in cases:
         inputs = make_inputs(case, "realistic", torch.float32, "cpu")[0][:5]
@@ -115,17 +122,13 @@ def summarize(row, timings):
 
 
 def bench_model(name, config, sizes, threads, min_run_time, work_dir):
-    import onnxruntime
-
     from detrx.onnx.detector import ExportableDetector
 
     model = build(config)
     module = ExportableDetector(model).eval()
     path = os.path.join(work_dir, f"{name}.onnx")
     export_s = export(module, path)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads)
     rows = []
     for height, width in sizes:
         images = torch.rand(1, 3, height, width)
@@ -168,7 +171,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="512x512,800x1333", help="comma list of HxW")
     parser.add_argument("--models", default="study,d256", help=f"comma list of {sorted(MODELS)}")
-    parser.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: "
+                        "torch's; on a CPU shared with other work, 1 gives steadier figures)")
     parser.add_argument("--min-run-time", type=float, default=6.0, help="seconds per implementation and case")
     parser.add_argument("--op-cases", default="encoder N=1,decoder N=2 Lq=300",
                         help="comma list of benchmarks/attn_inputs.py cases for the op alone ('' for none)")

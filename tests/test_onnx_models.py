@@ -70,3 +70,4 @@ def test_training_mode_dn_model_is_refused(tmp_path, name):
     with pytest.raises(ValueError, match="training mode.*DN.*model.eval"):
         detrx.onnx.export(ExportableDetector(model), (torch.rand(EXPORT_SHAPE),), tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+    detrx.onnx.check_exportable(ExportableDetector(model.eval()))  # the detector's own mode decides

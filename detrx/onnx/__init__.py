@@ -29,15 +29,14 @@ def translations(trt_plugin=False):
 
 
 def check_exportable(model):
-    """Raises ValueError for a model whose training-mode graph would differ from its inference
-    graph in ways an export must not capture (DN queries exist only in training)."""
+    """Raises ValueError for a model with a DN detector in training mode: its graph would build DN
+    queries from targets, which exist only in training; the inference graph is the eval-mode one."""
     from detrx.models.denoising import DenoisingQueries
 
-    if isinstance(model, torch.nn.Module) and model.training \
-            and any(isinstance(m, DenoisingQueries) for m in model.modules()):
-        raise ValueError(f"model ({type(model).__name__}) is in training mode and has denoising (DN) "
-                         f"queries, which exist only in training; call model.eval() to export its "
-                         f"inference graph")
+    for module in model.modules() if isinstance(model, torch.nn.Module) else ():
+        if isinstance(getattr(module, "denoising", None), DenoisingQueries) and module.training:
+            raise ValueError(f"{type(module).__name__} is in training mode, where it adds denoising (DN) "
+                             f"queries built from the targets; call model.eval() to export its inference graph")
 
 
 def export(model, args, path=None, trt_plugin=False, optimize=True, external_data=False, **kwargs):
