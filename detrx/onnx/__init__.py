@@ -9,7 +9,11 @@
 """
 import torch
 
-from detrx.onnx.ms_deform_attn import TRT_DOMAIN, TRT_PLUGIN, ms_deform_attn_onnx, ms_deform_attn_trt_plugin
+try:
+    from detrx.onnx.ms_deform_attn import TRT_DOMAIN, TRT_PLUGIN, ms_deform_attn_onnx, ms_deform_attn_trt_plugin
+except ImportError as error:
+    raise ImportError(f"detrx.onnx needs the onnx extra (onnx, onnxscript, onnxruntime): "
+                      f"pip install 'detrx[onnx]' ({error})") from error
 
 __all__ = ["TRT_DOMAIN", "TRT_PLUGIN", "check_exportable", "export", "translations"]
 
