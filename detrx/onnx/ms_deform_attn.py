@@ -1,10 +1,11 @@
 """ONNX translations of `detrx::ms_deform_attn` for the dynamo exporter (onnxscript).
 
-`ms_deform_attn_onnx` writes the op with standard ONNX ops only (no GridSample, no plugin):
-for each of the four bilinear corners of every sampling point it computes the corner's pixel,
-whether that pixel lies on the map, and its bilinear weight times the attention weight; gathers
-the corner's value rows with one `Gather` from the flattened values; and reduces over the L * P
-samples of each (query, head) with a `MatMul`. The conventions are the op's:
+`ms_deform_attn_onnx` writes the op with standard ONNX ops only (no GridSample, no plugin). Per
+axis it finds the two pixels around every sampling point, whether each lies on the map, its
+bilinear weight and its index; per bilinear corner it combines them into the corner's weight
+(times the attention weight) and its row in the flattened values, gathers those rows with one
+`Gather` (off-map corners read an appended zero row) and sums the L * P samples of each
+(query, head) with a `MatMul`. The conventions are the op's:
 
 - pixel coordinate = location * size - 0.5 (grid_sample, align_corners=False);
 - corners off the map contribute zero (padding_mode="zeros"), locations outside [0, 1] are legal;
@@ -104,7 +105,7 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     half = op.CastLike(op.Constant(value_float=0.5), value)
     x = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=0), axis=-1), widths), half)
     y = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1), heights), half)
-    x_taps = _axis_taps(x, widths, zero_row_index)  # [N, Lq, M, L, P] pixel coordinates
+    x_taps = _axis_taps(x, widths, zero_row_index)  # x, y: [N, Lq, M, L, P] pixel coordinates
     y_taps = _axis_taps(y, heights, zero_row_index)
 
     # row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m;
