@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
 
 import detrx  # noqa: E402
 from _models_config import tiny_args  # noqa: E402
@@ -31,11 +32,12 @@ def test_dn_checkpoint_exports_its_postprocessed_inference_graph(tmp_path, capsy
     torch.manual_seed(0)
     checkpoint = write_checkpoint(tmp_path / "checkpoint.pth", tiny_args("dn_deformable_detr"))
     out = tmp_path / "model.onnx"
-    main(["--checkpoint", str(checkpoint), "--out", str(out), "--dynamic", "--postprocess"])
+    main(["--checkpoint", str(checkpoint), "--out", str(out), "--dynamic", "--postprocess", "--opset", "20"])
     printed = capsys.readouterr().out
     differences = [float(v) for v in re.findall(r"(?:scores|labels|boxes) ([0-9.e+-]+)", printed)]
     assert len(differences) == 6 and max(differences) <= 1e-4, printed  # two checks of three outputs
     assert "GridSample" not in {op_type for _, op_type in operator_types(out)}
+    assert {(entry.domain, entry.version) for entry in onnx.load(str(out)).opset_import} == {("", 20)}
 
     model, postprocess, _ = load_detector(checkpoint)
     sess = session(out)

@@ -66,11 +66,15 @@ def _level_column(spatial_shapes, column):
     return op.Reshape(op.Gather(spatial_shapes, _ints(column), axis=1), _ints(-1, 1))
 
 
-def _axis_taps(pixel, size, off_map_index):
+def _scalar(number, dtype):
+    return op.Cast(op.Constant(value_float=number), to=dtype)
+
+
+def _axis_taps(pixel, size, off_map_index, dtype):
     """Pixel coordinates along one axis, the level sizes along it [L, 1] -> for the two neighbouring
     pixels (floor, floor + 1): (bilinear weight, int64 pixel index), with weight 0 and index
     off_map_index where the pixel is off the map, or the coordinate is NaN or infinite."""
-    one, zero = (op.CastLike(op.Constant(value_float=v), pixel) for v in (1.0, 0.0))
+    one, zero = _scalar(1.0, dtype), _scalar(0.0, dtype)
     low = op.Floor(pixel)
     frac = op.Sub(pixel, low)
     taps = []
@@ -84,10 +88,11 @@ def _axis_taps(pixel, size, off_map_index):
 def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """Standard-ONNX translation of detrx::ms_deform_attn (see the module docstring)."""
     out_type = value.dtype
+    dtype = ir.DataType.FLOAT if out_type in _HALF_TYPES else out_type  # the computation's
     if out_type in _HALF_TYPES:
-        value = op.Cast(value, to=ir.DataType.FLOAT)
-        sampling_locations = op.Cast(sampling_locations, to=ir.DataType.FLOAT)
-        attention_weights = op.Cast(attention_weights, to=ir.DataType.FLOAT)
+        value = op.Cast(value, to=dtype)
+        sampling_locations = op.Cast(sampling_locations, to=dtype)
+        attention_weights = op.Cast(attention_weights, to=dtype)
     batch, num_values, heads, channels = (_dim(value, axis) for axis in range(4))
     queries = _dim(sampling_locations, 1)
     samples = op.Mul(_dim(sampling_locations, 3), _dim(sampling_locations, 4))  # L * P
@@ -95,18 +100,18 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     # Value rows [N * S * M + 1, D]: row (n * S + s) * M + m, then one zero row that every
     # off-map corner reads (so no off-map value, however large, reaches the sum).
     rows = op.Reshape(value, op.Concat(_ints(-1), channels, axis=0))
-    zero_row = op.Expand(op.CastLike(op.Constant(value_float=0.0), value), op.Concat(_ints(1), channels, axis=0))
+    zero_row = op.Expand(_scalar(0.0, dtype), op.Concat(_ints(1), channels, axis=0))
     rows = op.Concat(rows, zero_row, axis=0)
     zero_row_index = op.Mul(op.Mul(batch, num_values), heads)  # [1]
 
     heights_int = _level_column(spatial_shapes, 0)  # [L, 1]
     widths_int = _level_column(spatial_shapes, 1)
-    heights, widths = op.CastLike(heights_int, value), op.CastLike(widths_int, value)
-    half = op.CastLike(op.Constant(value_float=0.5), value)
+    heights, widths = op.Cast(heights_int, to=dtype), op.Cast(widths_int, to=dtype)
+    half = _scalar(0.5, dtype)
     x = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=0), axis=-1), widths), half)
     y = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1), heights), half)
-    x_taps = _axis_taps(x, widths, zero_row_index)  # x, y: [N, Lq, M, L, P] pixel coordinates
-    y_taps = _axis_taps(y, heights, zero_row_index)
+    x_taps = _axis_taps(x, widths, zero_row_index, dtype)  # x, y: [N, Lq, M, L, P] pixel coordinates
+    y_taps = _axis_taps(y, heights, zero_row_index, dtype)
 
     # row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m;
     # an off-map index (zero_row_index) on either axis makes it >= zero_row_index, clipped to it
