@@ -19,6 +19,11 @@ class PostProcess(nn.Module):
     def forward(self, outputs, target_sizes):
         """outputs "pred_logits" [B, Q, K], "pred_boxes" [B, Q, 4]; target_sizes [B, 2] (h, w) ->
         list of B dicts "scores" [D], "labels" [D], "boxes" [D, 4] xyxy pixels."""
+        scores, labels, boxes = self.batched(outputs, target_sizes)
+        return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, boxes)]
+
+    def batched(self, outputs, target_sizes):
+        """As forward, as three batched tensors: scores [B, D], labels [B, D], boxes [B, D, 4]."""
         logits, boxes = outputs["pred_logits"].float(), outputs["pred_boxes"].float()
         if target_sizes.shape != (logits.shape[0], 2):
             raise ValueError(f"target_sizes must be [B, 2] = [{logits.shape[0]}, 2], got {tuple(target_sizes.shape)}")
@@ -31,8 +36,7 @@ class PostProcess(nn.Module):
             boxes = boxes.gather(1, (index // logits.shape[2])[..., None].expand(-1, -1, 4))
         h, w = target_sizes.unbind(1)
         scale = torch.stack([w, h, w, h], 1).to(boxes)[:, None]  # [B, 1, 4]
-        boxes = box_cxcywh_to_xyxy(boxes) * scale
-        return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, boxes)]
+        return scores, labels, box_cxcywh_to_xyxy(boxes) * scale
 
 
 def build_postprocess(args):

@@ -1,0 +1,114 @@
+"""Export a trained detrx detector to ONNX: `python -m detrx.export --checkpoint run/checkpoint.pth
+--out model.onnx [--dynamic] [--postprocess]`.
+
+The graph is the model's inference graph (DN models have no DN queries at inference): input
+`images` [B, 3, H, W]; outputs `logits` [B, Q, K] and `boxes` [B, Q, 4] (normalised cx, cy, w, h),
+or with --postprocess `scores`, `labels` and `boxes` (x0, y0, x1, y1 in input pixels). MSDA is
+written in standard ONNX ops (no GridSample, no plugin), so onnxruntime runs the file as it is.
+After exporting, the file is run in onnxruntime on the export input (and, with --dynamic, on a
+second batch size and image size) and the largest difference against eager PyTorch is printed.
+"""
+import argparse
+import logging
+import sys
+
+import numpy as np
+import torch
+
+from detrx.models import MODELS, build_model
+
+DEFAULT_OPSET = 18
+MIN_DYNAMIC_SIZE = 128  # the default export size with --dynamic is at least this
+
+
+def load_detector(checkpoint_path):
+    """-> (model in eval mode, postprocess, training args) from a `detrx.train` checkpoint;
+    ValueError naming the file when it is not one."""
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a file torch can read (or a pickle of arbitrary objects)
+        raise ValueError(f"{checkpoint_path} is not a detrx checkpoint: torch.load failed ({error})") from error
+    if not isinstance(checkpoint, dict) or not {"model", "args"} <= checkpoint.keys() \
+            or not isinstance(checkpoint["args"], dict) or checkpoint["args"].get("model") not in MODELS:
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{checkpoint_path} is not a detrx checkpoint: expected a dict with 'model' (a "
+                         f"state_dict) and 'args' (the detrx.train options, 'model' one of {MODELS}), got {found}")
+    args = argparse.Namespace(**checkpoint["args"])
+    model, _, postprocess = build_model(args)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{checkpoint_path}: its weights do not fit the {args.model} its options describe "
+                         f"({error})") from error
+    return model.eval(), postprocess, args
+
+
+def largest_differences(session, module, images):
+    """{output name: max |onnxruntime - eager|} for one input."""
+    with torch.no_grad():
+        expected = module(images)
+    outputs = session.run(None, {"images": images.numpy()})
+    return {meta.name: float(np.abs(got - want.numpy()).max()) if got.size else 0.0
+            for meta, got, want in zip(session.get_outputs(), outputs, expected)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser("detrx.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a detrx.train checkpoint.pth")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--dynamic", action="store_true", help="dynamic batch size, height and width")
+    parser.add_argument("--postprocess", action="store_true", help="output scores, labels, boxes (xyxy pixels)")
+    parser.add_argument("--height", type=int, default=None, help="export image height (default: the training --image-size; "
+                        f"with --dynamic at least {MIN_DYNAMIC_SIZE})")
+    parser.add_argument("--width", type=int, default=None, help="export image width (default: the height)")
+    parser.add_argument("--batch-size", type=int, default=None, help="export batch size (default 1; 2 with --dynamic)")
+    parser.add_argument("--trt-plugin", action="store_true", help="MSDA as TensorRT's plugin node "
+                        "(trt::MultiscaleDeformableAttnPlugin_TRT); such a file runs only in TensorRT, so no check")
+    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime check")
+    opts = parser.parse_args(argv)
+    for name in ("height", "width", "batch_size"):
+        if getattr(opts, name) is not None and getattr(opts, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    if opts.opset < DEFAULT_OPSET:
+        parser.error(f"--opset must be >= {DEFAULT_OPSET} (the exporter's operator library), got {opts.opset}")
+    try:
+        model, postprocess, args = load_detector(opts.checkpoint)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+
+    import detrx.onnx
+    from detrx.onnx.detector import ExportableDetector
+
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)  # constant folding's per-node notes
+
+    module = ExportableDetector(model, postprocess if opts.postprocess else None).eval()
+    # torch.export fixes any axis of size 1 in the example: with --dynamic, export at a size where
+    # even the stride-64 level is 2 x 2, and with a batch of 2
+    height = opts.height or (max(args.image_size, MIN_DYNAMIC_SIZE) if opts.dynamic else args.image_size)
+    width = opts.width or height
+    batch_size = opts.batch_size or (2 if opts.dynamic else 1)  # a size-1 axis would be fixed to 1
+    images = torch.rand(batch_size, 3, height, width)
+    dynamic = torch.export.Dim.DYNAMIC
+    detrx.onnx.export(module, (images,), opts.out, trt_plugin=opts.trt_plugin, opset_version=opts.opset,
+                      input_names=["images"], output_names=module.output_names, verbose=False,
+                      dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},) if opts.dynamic else None)
+    print(f"wrote {opts.out}: {args.model}, inputs images [{'B' if opts.dynamic else batch_size}, 3, "
+          f"{'H' if opts.dynamic else height}, {'W' if opts.dynamic else width}], outputs {', '.join(module.output_names)}")
+    if not opts.check or opts.trt_plugin:
+        return
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(opts.out, providers=["CPUExecutionProvider"])
+    checks = [images]
+    if opts.dynamic:  # a second batch size and image size
+        checks.append(torch.rand(batch_size + 1, 3, height + 32, width + 16))
+    for check_images in checks:
+        differences = largest_differences(session, module, check_images)
+        print(f"onnxruntime vs eager on images {list(check_images.shape)}: largest |difference| "
+              + ", ".join(f"{name} {value:.2e}" for name, value in differences.items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,148 @@
+"""ONNX translations of `detrx::ms_deform_attn` for the dynamo exporter (onnxscript).
+
+`ms_deform_attn_onnx` writes the op with standard ONNX ops only (no GridSample, no plugin). Per
+axis it finds the two pixels around every sampling point, whether each lies on the map, its
+bilinear weight and its index; per bilinear corner it combines them into the corner's weight
+(times the attention weight) and its row in the flattened values, gathers those rows with one
+`Gather` (off-map corners read an appended zero row) and sums the L * P samples of each
+(query, head) with a `MatMul`. The conventions are the op's:
+
+- pixel coordinate = location * size - 0.5 (grid_sample, align_corners=False);
+- corners off the map contribute zero (padding_mode="zeros"), locations outside [0, 1] are legal;
+- non-finite locations sample nothing; levels of size 0 contribute nothing;
+- float16 / bfloat16 inputs are computed in float32 (like the kernels), float64 in float64.
+
+Batch, query count and the level sizes are read from the tensors at run time, so one graph
+serves every image size. The rows gathered for one corner take N * Lq * M * L * P * D elements.
+
+`ms_deform_attn_trt_plugin` instead emits one node `trt::MultiscaleDeformableAttnPlugin_TRT` with
+the inputs of TensorRT's multi-scale deformable attention plugin (value [N, S, M, D], int32
+spatial shapes and level starts, locations, weights; no attributes; output [N, Lq, M, D]),
+followed by a Reshape to [N, Lq, M * D]. Only TensorRT with that plugin runs such a graph.
+"""
+import numpy as np
+from onnx.defs import OpSchema
+from onnxscript import ir
+from onnxscript import opset18 as op
+from onnxscript.values import Op, Opset
+
+TRT_DOMAIN = "trt"
+TRT_PLUGIN = "MultiscaleDeformableAttnPlugin_TRT"
+
+
+def _trt_plugin_schema():
+    """The plugin's interface as an OpSchema (for onnxscript; nothing registers it with onnx)."""
+    parameter = OpSchema.FormalParameter
+    return OpSchema(
+        TRT_PLUGIN, TRT_DOMAIN, 1, doc="TensorRT's multi-scale deformable attention plugin",
+        inputs=[parameter("value", "T"), parameter("spatial_shapes", "tensor(int32)"),
+                parameter("level_start_index", "tensor(int32)"), parameter("sampling_locations", "T"),
+                parameter("attention_weights", "T")],
+        outputs=[parameter("output", "T")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "value and output type")])
+
+
+_trt_plugin = Op(Opset(TRT_DOMAIN, 1), TRT_PLUGIN, _trt_plugin_schema())
+
+_HALF_TYPES = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+
+
+def _ints(*values):
+    return op.Constant(value=ir.tensor(np.array(values, dtype=np.int64)))
+
+
+def _dim(tensor, axis):
+    """The size of one axis as an int64 [1] tensor."""
+    return op.Shape(tensor, start=axis, end=axis + 1)
+
+
+def _arange(size):
+    """size int64 [1] -> 0, 1, ..., size - 1."""
+    return op.Range(op.Constant(value_int=0), op.Squeeze(size, _ints(0)), op.Constant(value_int=1))
+
+
+def _level_column(spatial_shapes, column):
+    """spatial_shapes int64 [L, 2] -> its column (0: H, 1: W) as [L, 1], broadcasting over P."""
+    return op.Reshape(op.Gather(spatial_shapes, _ints(column), axis=1), _ints(-1, 1))
+
+
+def _scalar(number, dtype):
+    return op.Cast(op.Constant(value_float=number), to=dtype)
+
+
+def _axis_taps(pixel, size, off_map_index, dtype):
+    """Pixel coordinates along one axis, the level sizes along it [L, 1] -> for the two neighbouring
+    pixels (floor, floor + 1): (bilinear weight, int64 pixel index), with weight 0 and index
+    off_map_index where the pixel is off the map, or the coordinate is NaN or infinite."""
+    one, zero = _scalar(1.0, dtype), _scalar(0.0, dtype)
+    low = op.Floor(pixel)
+    frac = op.Sub(pixel, low)
+    taps = []
+    for neighbour, weight in ((low, op.Sub(one, frac)), (op.Add(low, one), frac)):
+        on_map = op.And(op.GreaterOrEqual(neighbour, zero), op.Less(neighbour, size))  # false for NaN
+        taps.append((op.Where(on_map, weight, zero),
+                     op.Where(on_map, op.Cast(neighbour, to=ir.DataType.INT64), off_map_index)))
+    return taps
+
+
+def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                        spatial_shapes_hw=None):
+    """Standard-ONNX translation of detrx::ms_deform_attn (see the module docstring). spatial_shapes_hw,
+    the level sizes as ints, only spares the compiled op a host copy: the graph reads spatial_shapes."""
+    out_type = value.dtype
+    dtype = ir.DataType.FLOAT if out_type in _HALF_TYPES else out_type  # the computation's
+    if out_type in _HALF_TYPES:
+        value = op.Cast(value, to=dtype)
+        sampling_locations = op.Cast(sampling_locations, to=dtype)
+        attention_weights = op.Cast(attention_weights, to=dtype)
+    batch, num_values, heads, channels = (_dim(value, axis) for axis in range(4))
+    queries = _dim(sampling_locations, 1)
+    samples = op.Mul(_dim(sampling_locations, 3), _dim(sampling_locations, 4))  # L * P
+
+    # Value rows [N * S * M + 1, D]: row (n * S + s) * M + m, then one zero row that every
+    # off-map corner reads (so no off-map value, however large, reaches the sum).
+    rows = op.Reshape(value, op.Concat(_ints(-1), channels, axis=0))
+    zero_row = op.Expand(_scalar(0.0, dtype), op.Concat(_ints(1), channels, axis=0))
+    rows = op.Concat(rows, zero_row, axis=0)
+    zero_row_index = op.Mul(op.Mul(batch, num_values), heads)  # [1]
+
+    heights_int = _level_column(spatial_shapes, 0)  # [L, 1]
+    widths_int = _level_column(spatial_shapes, 1)
+    heights, widths = op.Cast(heights_int, to=dtype), op.Cast(widths_int, to=dtype)
+    half = _scalar(0.5, dtype)
+    x = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=0), axis=-1), widths), half)
+    y = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1), heights), half)
+    x_taps = _axis_taps(x, widths, zero_row_index, dtype)  # x, y: [N, Lq, M, L, P] pixel coordinates
+    y_taps = _axis_taps(y, heights, zero_row_index, dtype)
+
+    # row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m;
+    # an off-map index (zero_row_index) on either axis makes it >= zero_row_index, clipped to it
+    image_start = op.Add(op.Mul(op.Reshape(_arange(batch), _ints(-1, 1, 1, 1, 1)), num_values),
+                         op.Reshape(level_start_index, _ints(-1, 1)))  # [N, 1, 1, L, 1]
+    head_index = op.Reshape(_arange(heads), _ints(1, 1, -1, 1, 1))  # [1, 1, M, 1, 1]
+    x_parts = [(weight, op.Mul(index, heads)) for weight, index in x_taps]
+    y_parts = [(op.Mul(weight, attention_weights),
+                op.Add(op.Mul(op.Add(image_start, op.Mul(index, widths_int)), heads), head_index))
+               for weight, index in y_taps]
+    sample_shape = op.Concat(batch, queries, heads, samples, channels, axis=0)  # [N, Lq, M, L*P, D]
+    weight_shape = op.Concat(batch, queries, heads, _ints(1), samples, axis=0)  # [N, Lq, M, 1, L*P]
+    output = None
+    for y_weight, y_rows in y_parts:
+        for x_weight, x_rows in x_parts:
+            weight = op.Reshape(op.Mul(y_weight, x_weight), weight_shape)
+            row = op.Min(op.Add(y_rows, x_rows), zero_row_index)
+            gathered = op.Reshape(op.Gather(rows, row, axis=0), sample_shape)  # [N, Lq, M, L*P, D]
+            corner = op.MatMul(weight, gathered)  # [N, Lq, M, 1, D]
+            output = corner if output is None else op.Add(output, corner)
+    output = op.Reshape(output, op.Concat(batch, queries, op.Mul(heads, channels), axis=0))
+    return op.Cast(output, to=out_type) if out_type in _HALF_TYPES else output
+
+
+def ms_deform_attn_trt_plugin(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                              spatial_shapes_hw=None):
+    """detrx::ms_deform_attn as TensorRT's multi-scale deformable attention plugin node."""
+    output = _trt_plugin(
+        value, op.Cast(spatial_shapes, to=ir.DataType.INT32), op.Cast(level_start_index, to=ir.DataType.INT32),
+        sampling_locations, attention_weights)  # [N, Lq, M, D]
+    channels = op.Mul(_dim(value, 2), _dim(value, 3))  # M * D
+    return op.Reshape(output, op.Concat(_dim(value, 0), _dim(sampling_locations, 1), channels, axis=0))
