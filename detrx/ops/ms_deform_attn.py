@@ -13,7 +13,10 @@ attention-weighted sum of the samples:
 
 `ms_deform_attn` runs the compiled CPU/CUDA kernels (the backward is its own op,
 `detrx::ms_deform_attn_backward`); `ms_deform_attn_reference` is the grid_sample formulation.
-Shape, dtype and device errors raise ValueError naming the argument.
+Shape, dtype and device errors raise ValueError naming the argument. A float16/bfloat16 `value` may
+come with float32 `sampling_locations` and `attention_weights` (what autocast passes): the op then
+computes in float32 and returns the output in value's dtype; the location and weight gradients are
+float32.
 """
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,12 @@ import torch.nn.functional as F
 from detrx._extension import is_compiled, warn_if_missing
 
 __all__ = ["ms_deform_attn", "ms_deform_attn_reference"]
+
+
+def _is_location_dtype_allowed(value_dtype, location_dtype):
+    """Locations and weights have value's dtype, or float32 with a float16/bfloat16 value (autocast)."""
+    return location_dtype == value_dtype or (
+        value_dtype in (torch.float16, torch.bfloat16) and location_dtype == torch.float32)
 
 
 def _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -57,9 +66,12 @@ def _check_args(value, spatial_shapes, level_start_index, sampling_locations, at
     if tuple(attention_weights.shape) != expected[:5]:
         raise ValueError(f"ms_deform_attn: attention_weights must be [N, Lq, M, L, P] = {expected[:5]}, "
                          f"got {tuple(attention_weights.shape)}")
-    for name, tensor in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
-        if tensor.dtype != value.dtype:
-            raise ValueError(f"ms_deform_attn: {name} must have value's dtype {value.dtype}, got {tensor.dtype}")
+    if not _is_location_dtype_allowed(value.dtype, sampling_locations.dtype):
+        raise ValueError(f"ms_deform_attn: sampling_locations must have value's dtype {value.dtype} (or "
+                         f"float32 when value is float16/bfloat16), got {sampling_locations.dtype}")
+    if attention_weights.dtype != sampling_locations.dtype:
+        raise ValueError(f"ms_deform_attn: attention_weights must have sampling_locations' dtype "
+                         f"{sampling_locations.dtype}, got {attention_weights.dtype}")
     for name, tensor in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index),
                          ("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
         if tensor.device != value.device:
@@ -83,9 +95,16 @@ def _check_levels(spatial_shapes, level_start_index, num_values):
 
 
 def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """The grid_sample formulation of Deformable DETR (per-level grid_sample, weighted sum)."""
+    """The grid_sample formulation of Deformable DETR (per-level grid_sample, weighted sum).
+
+    A float16/bfloat16 `value` with float32 locations and weights is computed in float32 and the
+    output cast back to value's dtype.
+    """
     _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     shapes = _check_levels(spatial_shapes, level_start_index, value.shape[1])
+    if value.dtype != sampling_locations.dtype:
+        return ms_deform_attn_reference(value.to(sampling_locations.dtype), spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights).to(value.dtype)
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
     value_per_level = value.split([h * w for h, w in shapes], dim=1)
