@@ -1,0 +1,1 @@
+"""Drop-in patches that run outside libraries' models on detrx's ops."""
