@@ -201,8 +201,12 @@ def main(argv=None):
     load_start = load_average()
     cases = [case for case in CASES if not (args.quick and case[2] == (800, 1333))
              and (args.only is None or args.only in case[0])]
-    rows = [row for case in cases for row in run_case(case, args.device, runs)]
     machine = describe_machine(args.device)
+    rows = []
+    for case in cases:
+        rows += run_case(case, args.device, runs)
+        if args.json:  # after every model, so that an interrupted run keeps what it measured
+            write_json(args.json, {"machine": machine, "runs": runs, "complete": False, "rows": rows})
     print(f"\nHF's own path vs patched onto detrx, {args.device}, {machine['cpu_model']}, "
           f"{machine['torch_threads']} threads, float32, random weights; median of {runs} alternated runs; "
           f"1-min load average {load_start} at the start, {load_average()} at the end; "
@@ -211,7 +215,8 @@ def main(argv=None):
     print("MSDA share: self time of grid_sampler_2d (+ backward) or detrx's ops in one profiled run, over its "
           "wall time; HF's weighted sum after grid_sample is not counted")
     if args.json:
-        write_json(args.json, {"machine": machine, "runs": runs, "rows": rows})
+        machine["load_average_1min_end"] = load_average()
+        write_json(args.json, {"machine": machine, "runs": runs, "complete": True, "rows": rows})
 
 
 if __name__ == "__main__":
