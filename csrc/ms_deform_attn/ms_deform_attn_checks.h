@@ -103,10 +103,15 @@ inline MSDeformAttnSizes check_ms_deform_attn_inputs(
   for (const auto& [name, tensor] : others) {
     TORCH_CHECK_VALUE(tensor->device() == value.device(), "ms_deform_attn: ", name,
                       " must be on value's device ", value.device(), ", got ", tensor->device());
-    const bool is_float_input = tensor == &sampling_locations || tensor == &attention_weights;
-    TORCH_CHECK_VALUE(!is_float_input || tensor->scalar_type() == value.scalar_type(), "ms_deform_attn: ",
-                      name, " must have value's dtype ", value.scalar_type(), ", got ", tensor->scalar_type());
   }
+  // Locations and weights share one dtype: value's, or float32 with a float16/bfloat16 value.
+  const auto location_dtype = sampling_locations.scalar_type();
+  const bool reduced_value = value.scalar_type() == at::kHalf || value.scalar_type() == at::kBFloat16;
+  TORCH_CHECK_VALUE(location_dtype == value.scalar_type() || (reduced_value && location_dtype == at::kFloat),
+                    "ms_deform_attn: sampling_locations must have value's dtype ", value.scalar_type(),
+                    " (or float32 when value is float16/bfloat16), got ", location_dtype);
+  TORCH_CHECK_VALUE(attention_weights.scalar_type() == location_dtype, "ms_deform_attn: attention_weights must "
+                    "have sampling_locations' dtype ", location_dtype, ", got ", attention_weights.scalar_type());
 
   // The level layout must tile S exactly, or the kernels would read outside value.
   if (spatial_shapes_hw) check_spatial_shapes_hw(*spatial_shapes_hw, levels, sz.values);

@@ -7,7 +7,8 @@
 //
 // Backward: each task owns one (batch, head) slice of grad_value, so the scatter of the value
 // gradient needs no atomics and the result does not depend on the thread count or schedule.
-// Reduced-precision inputs (float16, bfloat16) are computed in float32.
+// Reduced-precision inputs (float16, bfloat16) are computed in float32; their sampling locations and
+// attention weights may be float16/bfloat16 too or float32 (loc_t), as autocast passes them.
 //
 // setup.py compiles this file once per CPU level (cpu_levels.h); ms_deform_attn_cpu_dispatch.cpp
 // registers the op and calls the copy of the level in use.
@@ -48,6 +49,16 @@ void dispatch_channels(int64_t channels, const Body& body) {
     case 64: return body(std::integral_constant<int, 64>{});
     default: return body(std::integral_constant<int, 0>{});
   }
+}
+
+// Calls body(loc_t{}) with loc_t the dtype of the sampling locations and attention weights: value's
+// (scalar_t), or float for a float16/bfloat16 value (the checks allow no other mix).
+template <typename scalar_t, typename Body>
+void dispatch_location_type(at::ScalarType location_dtype, const Body& body) {
+  if constexpr (!std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+    if (location_dtype == at::kFloat) return body(float{});
+  }
+  return body(scalar_t{});
 }
 
 // out[0:D] = sum over the head's points i in [first, first + count) and their corners inside the map
@@ -92,9 +103,9 @@ std::enable_if_t<!kSimdChannels<scalar_t, kChannels>> gather_head(
   for (int64_t d = 0; d < channels; ++d) out[d] = static_cast<scalar_t>(acc[d]);
 }
 
-template <typename scalar_t, int kChannels>
+template <typename scalar_t, int kChannels, typename loc_t>
 void forward_kernel(const MSDeformAttnSizes& sz, const scalar_t* value, const int64_t* spatial_shapes,
-                    const int64_t* level_start, const scalar_t* locations, const scalar_t* weights,
+                    const int64_t* level_start, const loc_t* locations, const loc_t* weights,
                     scalar_t* output) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t M = sz.heads, D = sz.channels, LP = sz.levels * sz.points;
@@ -153,11 +164,11 @@ struct PlainTapBackward {
   }
 };
 
-template <typename scalar_t, int kChannels>
+template <typename scalar_t, int kChannels, typename loc_t>
 void backward_kernel(const MSDeformAttnSizes& sz, const scalar_t* grad_output, const scalar_t* value,
-                     const int64_t* spatial_shapes, const int64_t* level_start, const scalar_t* locations,
-                     const scalar_t* weights, scalar_t* grad_value, scalar_t* grad_locations,
-                     scalar_t* grad_weights) {
+                     const int64_t* spatial_shapes, const int64_t* level_start, const loc_t* locations,
+                     const loc_t* weights, scalar_t* grad_value, loc_t* grad_locations,
+                     loc_t* grad_weights) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr bool kAccumulateInPlace = std::is_same_v<acc_t, scalar_t>;
   using Tap = std::conditional_t<kSimdChannels<scalar_t, kChannels>, TapBackward<scalar_t, kChannels>,
@@ -199,9 +210,9 @@ void backward_kernel(const MSDeformAttnSizes& sz, const scalar_t* grad_output, c
           acc_t grad_x, grad_y;
           bilinear_location_grad(taps.frac_x(i), taps.frac_y(i), dot, spatial_shapes[2 * l],
                                  spatial_shapes[2 * l + 1], &grad_x, &grad_y);
-          grad_locations[2 * (sample0 + i)] = static_cast<scalar_t>(a * grad_x);
-          grad_locations[2 * (sample0 + i) + 1] = static_cast<scalar_t>(a * grad_y);
-          grad_weights[sample0 + i] = static_cast<scalar_t>(taps.weight(0, i) * dot[0] + taps.weight(1, i) * dot[1] +
+          grad_locations[2 * (sample0 + i)] = static_cast<loc_t>(a * grad_x);
+          grad_locations[2 * (sample0 + i) + 1] = static_cast<loc_t>(a * grad_y);
+          grad_weights[sample0 + i] = static_cast<loc_t>(taps.weight(0, i) * dot[0] + taps.weight(1, i) * dot[1] +
                                                             taps.weight(2, i) * dot[2] + taps.weight(3, i) * dot[3]);
         }
       }
@@ -231,11 +242,14 @@ at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial
   auto output = at::empty({in.sz.batch, in.sz.queries, in.sz.heads * in.sz.channels}, value.options());
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu", [&] {
-    dispatch_channels(in.sz.channels, [&](auto channels) {
-      forward_kernel<scalar_t, decltype(channels)::value>(
-          in.sz, in.value.data_ptr<scalar_t>(), in.spatial_shapes.data_ptr<int64_t>(),
-          in.level_start_index.data_ptr<int64_t>(), in.sampling_locations.data_ptr<scalar_t>(),
-          in.attention_weights.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
+    dispatch_location_type<scalar_t>(sampling_locations.scalar_type(), [&](auto location) {
+      using loc_t = decltype(location);
+      dispatch_channels(in.sz.channels, [&](auto channels) {
+        forward_kernel<scalar_t, decltype(channels)::value, loc_t>(
+            in.sz, in.value.data_ptr<scalar_t>(), in.spatial_shapes.data_ptr<int64_t>(),
+            in.level_start_index.data_ptr<int64_t>(), in.sampling_locations.data_ptr<loc_t>(),
+            in.attention_weights.data_ptr<loc_t>(), output.data_ptr<scalar_t>());
+      });
     });
   });
   return output;
@@ -249,16 +263,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
                                                 attention_weights, spatial_shapes_hw, grad_output);
   check_cpu_limits(in.sz);
   auto grad_value = at::zeros(value.sizes(), value.options());
-  auto grad_locations = at::empty(sampling_locations.sizes(), value.options());  // every element is written
-  auto grad_weights = at::empty(attention_weights.sizes(), value.options());
+  // Every element is written; in the dtype of the locations and weights.
+  auto grad_locations = at::empty(sampling_locations.sizes(), sampling_locations.options());
+  auto grad_weights = at::empty(attention_weights.sizes(), attention_weights.options());
   if (grad_weights.numel() == 0) return {grad_value, grad_locations, grad_weights};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-    dispatch_channels(in.sz.channels, [&](auto channels) {
-      backward_kernel<scalar_t, decltype(channels)::value>(
-          in.sz, in.grad_output.data_ptr<scalar_t>(), in.value.data_ptr<scalar_t>(),
-          in.spatial_shapes.data_ptr<int64_t>(), in.level_start_index.data_ptr<int64_t>(),
-          in.sampling_locations.data_ptr<scalar_t>(), in.attention_weights.data_ptr<scalar_t>(),
-          grad_value.data_ptr<scalar_t>(), grad_locations.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>());
+    dispatch_location_type<scalar_t>(sampling_locations.scalar_type(), [&](auto location) {
+      using loc_t = decltype(location);
+      dispatch_channels(in.sz.channels, [&](auto channels) {
+        backward_kernel<scalar_t, decltype(channels)::value, loc_t>(
+            in.sz, in.grad_output.data_ptr<scalar_t>(), in.value.data_ptr<scalar_t>(),
+            in.spatial_shapes.data_ptr<int64_t>(), in.level_start_index.data_ptr<int64_t>(),
+            in.sampling_locations.data_ptr<loc_t>(), in.attention_weights.data_ptr<loc_t>(),
+            grad_value.data_ptr<scalar_t>(), grad_locations.data_ptr<loc_t>(), grad_weights.data_ptr<loc_t>());
+      });
     });
   });
   return {grad_value, grad_locations, grad_weights};

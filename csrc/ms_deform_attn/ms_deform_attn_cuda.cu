@@ -3,7 +3,8 @@
 // One thread computes kVec channels of one (batch, query, head): the D channels of a head are
 // split into D / kVec consecutive threads, which load their channels of each bilinear tap with one
 // 16-byte vector load when D and the pointers allow it (kVec = 16 / sizeof(scalar_t)), else one
-// channel per thread. Sums run in float32 for float16/bfloat16 (float64 for float64).
+// channel per thread. Sums run in float32 for float16/bfloat16 (float64 for float64). The sampling
+// locations and attention weights (loc_t) have value's dtype, or float32 with a float16/bfloat16 value.
 //
 // The level layout is never copied to the host (that would synchronise every call): each thread
 // asserts it on the device before its first read of value (assert_level_layout), so a bad layout
@@ -79,10 +80,10 @@ __device__ __forceinline__ void assert_level_layout(const MSDeformAttnSizes& sz,
   CUDA_KERNEL_ASSERT_MSG(total == sz.values, "ms_deform_attn: the spatial_shapes areas must sum to value's S");
 }
 
-template <typename scalar_t, int kVec>
+template <typename scalar_t, typename loc_t, int kVec>
 __global__ void forward_kernel(int64_t total, MSDeformAttnSizes sz, const scalar_t* __restrict__ value,
                                const int64_t* __restrict__ spatial_shapes, const int64_t* __restrict__ level_start,
-                               const scalar_t* __restrict__ locations, const scalar_t* __restrict__ weights,
+                               const loc_t* __restrict__ locations, const loc_t* __restrict__ weights,
                                scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunks = sz.channels / kVec;
@@ -127,11 +128,11 @@ __device__ __forceinline__ T group_sum(T x, int group) {
 }
 
 // grad_t is float for float16/bfloat16 (atomics and sums in float32), else scalar_t.
-template <typename scalar_t, typename grad_t, int kVec, bool kShuffle>
+template <typename scalar_t, typename loc_t, typename grad_t, int kVec, bool kShuffle>
 __global__ void backward_kernel(int64_t total, MSDeformAttnSizes sz, const scalar_t* __restrict__ grad_output,
                                 const scalar_t* __restrict__ value, const int64_t* __restrict__ spatial_shapes,
-                                const int64_t* __restrict__ level_start, const scalar_t* __restrict__ locations,
-                                const scalar_t* __restrict__ weights, grad_t* __restrict__ grad_value,
+                                const int64_t* __restrict__ level_start, const loc_t* __restrict__ locations,
+                                const loc_t* __restrict__ weights, grad_t* __restrict__ grad_value,
                                 grad_t* __restrict__ grad_locations, grad_t* __restrict__ grad_weights) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunks = sz.channels / kVec;
@@ -202,6 +203,16 @@ int64_t num_blocks(int64_t total) {
 
 bool is_aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
+// Calls body(loc_t{}) with loc_t the dtype of the sampling locations and attention weights: value's
+// (scalar_t), or float for a float16/bfloat16 value (the checks allow no other mix).
+template <typename scalar_t, typename Body>
+void dispatch_location_type(at::ScalarType location_dtype, const Body& body) {
+  if constexpr (!std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+    if (location_dtype == at::kFloat) return body(float{});
+  }
+  return body(scalar_t{});
+}
+
 // Calls launch(std::integral_constant<int, kVec>) with the widest vector that D and the pointers allow.
 template <typename scalar_t, typename Launch>
 void dispatch_vector_width(int64_t channels, std::initializer_list<const void*> pointers, const Launch& launch) {
@@ -228,13 +239,16 @@ at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatia
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda", [&] {
     const scalar_t* value_ptr = in.value.data_ptr<scalar_t>();
     scalar_t* output_ptr = output.data_ptr<scalar_t>();
-    dispatch_vector_width<scalar_t>(sz.channels, {value_ptr, output_ptr}, [&](auto vec) {
-      constexpr int kVec = decltype(vec)::value;
-      const int64_t total = sz.batch * sz.queries * sz.heads * (sz.channels / kVec);
-      forward_kernel<scalar_t, kVec><<<num_blocks(total), kThreads, 0, stream>>>(
-          total, sz, value_ptr, in.spatial_shapes.data_ptr<int64_t>(), in.level_start_index.data_ptr<int64_t>(),
-          in.sampling_locations.data_ptr<scalar_t>(), in.attention_weights.data_ptr<scalar_t>(), output_ptr);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_location_type<scalar_t>(sampling_locations.scalar_type(), [&](auto location) {
+      using loc_t = decltype(location);
+      dispatch_vector_width<scalar_t>(sz.channels, {value_ptr, output_ptr}, [&](auto vec) {
+        constexpr int kVec = decltype(vec)::value;
+        const int64_t total = sz.batch * sz.queries * sz.heads * (sz.channels / kVec);
+        forward_kernel<scalar_t, loc_t, kVec><<<num_blocks(total), kThreads, 0, stream>>>(
+            total, sz, value_ptr, in.spatial_shapes.data_ptr<int64_t>(), in.level_start_index.data_ptr<int64_t>(),
+            in.sampling_locations.data_ptr<loc_t>(), in.attention_weights.data_ptr<loc_t>(), output_ptr);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   });
   return output;
@@ -260,24 +274,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
       using grad_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
       const scalar_t* value_ptr = in.value.data_ptr<scalar_t>();
       const scalar_t* grad_output_ptr = in.grad_output.data_ptr<scalar_t>();
-      dispatch_vector_width<scalar_t>(sz.channels, {value_ptr, grad_output_ptr}, [&](auto vec) {
-        constexpr int kVec = decltype(vec)::value;
-        const int64_t chunks = sz.channels / kVec;
-        const int64_t total = sz.batch * sz.queries * sz.heads * chunks;
-        const bool shuffle = chunks <= 32 && (chunks & (chunks - 1)) == 0;
-        auto kernel = shuffle ? backward_kernel<scalar_t, grad_t, kVec, true>
-                              : backward_kernel<scalar_t, grad_t, kVec, false>;
-        kernel<<<num_blocks(total), kThreads, 0, stream>>>(
-            total, sz, grad_output_ptr, value_ptr, in.spatial_shapes.data_ptr<int64_t>(),
-            in.level_start_index.data_ptr<int64_t>(), in.sampling_locations.data_ptr<scalar_t>(),
-            in.attention_weights.data_ptr<scalar_t>(), grad_value.data_ptr<grad_t>(),
-            grad_locations.data_ptr<grad_t>(), grad_weights.data_ptr<grad_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      dispatch_location_type<scalar_t>(sampling_locations.scalar_type(), [&](auto location) {
+        using loc_t = decltype(location);
+        dispatch_vector_width<scalar_t>(sz.channels, {value_ptr, grad_output_ptr}, [&](auto vec) {
+          constexpr int kVec = decltype(vec)::value;
+          const int64_t chunks = sz.channels / kVec;
+          const int64_t total = sz.batch * sz.queries * sz.heads * chunks;
+          const bool shuffle = chunks <= 32 && (chunks & (chunks - 1)) == 0;
+          auto kernel = shuffle ? backward_kernel<scalar_t, loc_t, grad_t, kVec, true>
+                                : backward_kernel<scalar_t, loc_t, grad_t, kVec, false>;
+          kernel<<<num_blocks(total), kThreads, 0, stream>>>(
+              total, sz, grad_output_ptr, value_ptr, in.spatial_shapes.data_ptr<int64_t>(),
+              in.level_start_index.data_ptr<int64_t>(), in.sampling_locations.data_ptr<loc_t>(),
+              in.attention_weights.data_ptr<loc_t>(), grad_value.data_ptr<grad_t>(),
+              grad_locations.data_ptr<grad_t>(), grad_weights.data_ptr<grad_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
     });
   }
-  const auto dtype = value.scalar_type();
-  return {grad_value.to(dtype), grad_locations.to(dtype), grad_weights.to(dtype)};
+  const auto location_dtype = sampling_locations.scalar_type();
+  return {grad_value.to(value.scalar_type()), grad_locations.to(location_dtype), grad_weights.to(location_dtype)};
 }
 
 }  // namespace

@@ -13,7 +13,10 @@ attention-weighted sum of the samples:
 
 `ms_deform_attn` runs the compiled CPU/CUDA kernels (the backward is its own op,
 `detrx::ms_deform_attn_backward`); `ms_deform_attn_reference` is the grid_sample formulation.
-Shape, dtype and device errors raise ValueError naming the argument.
+Shape, dtype and device errors raise ValueError naming the argument. A float16/bfloat16 `value` may
+come with float32 `sampling_locations` and `attention_weights` (what autocast passes): the op then
+computes in float32 and returns the output in value's dtype; the location and weight gradients are
+float32.
 
 The level layout (spatial_shapes and level_start_index tile S) depends on tensor data. On the CPU
 it is checked when the op runs. On CUDA nothing is copied to the host (no synchronisation, so the
@@ -28,6 +31,12 @@ import torch.nn.functional as F
 from detrx._extension import is_compiled, warn_if_missing
 
 __all__ = ["ms_deform_attn", "ms_deform_attn_reference"]
+
+
+def _is_location_dtype_allowed(value_dtype, location_dtype):
+    """Locations and weights have value's dtype, or float32 with a float16/bfloat16 value (autocast)."""
+    return location_dtype == value_dtype or (
+        value_dtype in (torch.float16, torch.bfloat16) and location_dtype == torch.float32)
 
 
 def _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -64,9 +73,12 @@ def _check_args(value, spatial_shapes, level_start_index, sampling_locations, at
     if tuple(attention_weights.shape) != expected[:5]:
         raise ValueError(f"ms_deform_attn: attention_weights must be [N, Lq, M, L, P] = {expected[:5]}, "
                          f"got {tuple(attention_weights.shape)}")
-    for name, tensor in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
-        if tensor.dtype != value.dtype:
-            raise ValueError(f"ms_deform_attn: {name} must have value's dtype {value.dtype}, got {tensor.dtype}")
+    if not _is_location_dtype_allowed(value.dtype, sampling_locations.dtype):
+        raise ValueError(f"ms_deform_attn: sampling_locations must have value's dtype {value.dtype} (or "
+                         f"float32 when value is float16/bfloat16), got {sampling_locations.dtype}")
+    if attention_weights.dtype != sampling_locations.dtype:
+        raise ValueError(f"ms_deform_attn: attention_weights must have sampling_locations' dtype "
+                         f"{sampling_locations.dtype}, got {attention_weights.dtype}")
     for name, tensor in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index),
                          ("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
         if tensor.device != value.device:
@@ -111,13 +123,18 @@ def _check_shapes_list(spatial_shapes_list, num_levels, num_values):
 def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
                              spatial_shapes_list=None):
     """The grid_sample formulation of Deformable DETR (per-level grid_sample, weighted sum).
-    With spatial_shapes_list the level sizes come from it and no tensor data is read on the host."""
+    With spatial_shapes_list the level sizes come from it and no tensor data is read on the host.
+    A float16/bfloat16 `value` with float32 locations and weights is computed in float32 and the
+    output cast back to value's dtype."""
     _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if spatial_shapes_list is None:
         shapes = _check_levels(spatial_shapes, level_start_index, value.shape[1])
     else:
         flat = _check_shapes_list(spatial_shapes_list, spatial_shapes.shape[0], value.shape[1])
         shapes = list(zip(flat[0::2], flat[1::2]))
+    if value.dtype != sampling_locations.dtype:
+        return ms_deform_attn_reference(value.to(sampling_locations.dtype), spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights, spatial_shapes_list).to(value.dtype)
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
     value_per_level = value.split([h * w for h, w in shapes], dim=1)

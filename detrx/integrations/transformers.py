@@ -1,0 +1,231 @@
+"""Run Hugging Face transformers' multi-scale deformable attention on detrx's compiled op.
+
+    from detrx.integrations import transformers as detrx_hf
+    detrx_hf.patch()          # every MSDA site of the installed transformers now calls detrx
+    ...
+    detrx_hf.unpatch()        # HF's exact objects are back
+    with detrx_hf.patched():  # or for a block
+        ...
+
+`patch()` scans the modeling modules of the installed transformers (every
+`transformers/models/*/modeling_*.py` that mentions a site, imported here; one that fails to
+import is skipped) for three kinds of site and replaces them with versions that call
+`detrx.ops.ms_deform_attn`:
+
+- `MultiScaleDeformableAttention`, the module class of Deformable DETR, RT-DETR, Grounding DINO,
+  LW-DETR, RF-DETR, OmDet-Turbo, ...: its `forward` is replaced;
+- `multi_scale_deformable_attention(value, shapes, locations, weights)` (Mask2Former, OneFormer);
+- `multi_scale_deformable_attention_v2(value, shapes, locations, weights, num_points_list, method)`
+  (RT-DETRv2, D-FINE, DEIMv2): per-level point counts, possibly unequal; `method="discrete"`
+  (nearest-pixel sampling) stays HF's own code.
+
+A function is replaced under every module global of the scanned modules that holds it. D-FINE
+and DEIMv2 layers also keep the function in an attribute when they are built: models built while
+patched use detrx, and go back to HF's code after `unpatch()`; models built before `patch()` keep
+HF's code. Where detrx provides it (`detrx.integrations.hf_denoising`), HF's denoising builder
+`get_contrastive_denoising_training_group` is replaced the same way.
+
+Under autocast HF passes a float16/bfloat16 `value` with float32 locations and weights; the op
+computes that in float32 and returns value's dtype.
+"""
+import contextlib
+import functools
+import importlib
+import importlib.util
+import pathlib
+import pkgutil
+
+import torch
+
+from detrx.integrations._patching import GlobalsPatcher
+from detrx.ops import ms_deform_attn
+
+__all__ = ["patch", "unpatch", "patched", "patched_sites"]
+
+MODULE_CLASS = "MultiScaleDeformableAttention"
+FUNCTION_V1 = "multi_scale_deformable_attention"
+FUNCTION_V2 = "multi_scale_deformable_attention_v2"
+DENOISING_FUNCTION = "get_contrastive_denoising_training_group"
+SITE_NAMES = (MODULE_CLASS, FUNCTION_V1, FUNCTION_V2, DENOISING_FUNCTION)
+
+_patcher = GlobalsPatcher()
+# Replacement functions stay in the attributes of layers built while patched; they run HF's
+# original again once this is False.
+_state = {"active": False}
+
+
+def _level_layout(spatial_shapes, device):
+    """int64 spatial_shapes [L, 2] and level_start_index [L] from HF's shapes (tensor or list of (H, W))."""
+    if not isinstance(spatial_shapes, torch.Tensor):
+        spatial_shapes = torch.tensor([[int(h), int(w)] for h, w in spatial_shapes], dtype=torch.int64)
+    spatial_shapes = spatial_shapes.to(device=device, dtype=torch.int64)
+    areas = spatial_shapes.prod(1)  # [L]
+    level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    return spatial_shapes, level_start_index
+
+
+def _op_dtypes(value, sampling_locations, attention_weights):
+    """Autocast gives a float16/bfloat16 value with float32 (or reduced) locations and weights: the op
+    takes those in float32. Any other combination goes to the op unchanged (it names a bad one)."""
+    if value.dtype in (torch.float16, torch.bfloat16):
+        if sampling_locations.is_floating_point():
+            sampling_locations = sampling_locations.float()
+        if attention_weights.is_floating_point():
+            attention_weights = attention_weights.float()
+    return sampling_locations, attention_weights
+
+
+def _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """detrx's op on HF's arguments: value [N, S, M, D], locations [N, Lq, M, L, P, 2] -> [N, Lq, M * D]."""
+    sampling_locations, attention_weights = _op_dtypes(value, sampling_locations, attention_weights)
+    return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
+def multi_scale_deformable_attention_module_forward(self, value, value_spatial_shapes, value_spatial_shapes_list,
+                                                    level_start_index, sampling_locations, attention_weights,
+                                                    im2col_step=None):
+    """`MultiScaleDeformableAttention.forward` on detrx's op (im2col_step is a CUDA-kernel detail: unused)."""
+    shapes = value_spatial_shapes if isinstance(value_spatial_shapes, torch.Tensor) else value_spatial_shapes_list
+    spatial_shapes, computed_start = _level_layout(shapes, value.device)
+    if isinstance(level_start_index, torch.Tensor):
+        level_start_index = level_start_index.to(device=value.device, dtype=torch.int64)
+    else:
+        level_start_index = computed_start
+    return _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
+def _make_function_v1(original):
+    """detrx version of `multi_scale_deformable_attention(value, value_spatial_shapes, locations, weights)`."""
+    def multi_scale_deformable_attention(value, value_spatial_shapes, sampling_locations, attention_weights):
+        if not _state["active"]:
+            return original(value, value_spatial_shapes, sampling_locations, attention_weights)
+        spatial_shapes, level_start_index = _level_layout(value_spatial_shapes, value.device)
+        return _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+    multi_scale_deformable_attention.__wrapped__ = original
+    return multi_scale_deformable_attention
+
+
+def _points_per_level(sampling_locations, attention_weights, num_points_list):
+    """HF v2's flattened points -> the op's layout, padding every level to the largest point count.
+
+    sampling_locations [N, Lq, M, sum(P_l), 2] and attention_weights [N, Lq, M, sum(P_l)], points
+    ordered by level, become [N, Lq, M, L, P, 2] and [N, Lq, M, L, P] with P = max(P_l). Padded
+    points lie outside every map (location -1) with weight 0: they sample nothing and add nothing.
+    """
+    num_points_list = [int(p) for p in num_points_list]
+    N, Lq, M, total, _ = sampling_locations.shape
+    if total != sum(num_points_list):
+        raise ValueError(f"multi_scale_deformable_attention_v2: sampling_locations has {total} points a head "
+                         f"but num_points_list {num_points_list} sums to {sum(num_points_list)}")
+    levels, points = len(num_points_list), max(num_points_list)
+    if all(p == points for p in num_points_list):
+        return (sampling_locations.reshape(N, Lq, M, levels, points, 2),
+                attention_weights.reshape(N, Lq, M, levels, points))
+    padded_locations, padded_weights = [], []
+    for level_locations, level_weights in zip(sampling_locations.split(num_points_list, dim=3),
+                                              attention_weights.split(num_points_list, dim=3)):
+        missing = points - level_locations.shape[3]
+        padded_locations.append(torch.cat([level_locations, level_locations.new_full((N, Lq, M, missing, 2), -1.0)], 3))
+        padded_weights.append(torch.cat([level_weights, level_weights.new_zeros(N, Lq, M, missing)], 3))
+    return torch.stack(padded_locations, 3), torch.stack(padded_weights, 3)  # [N, Lq, M, L, P, 2], [N, Lq, M, L, P]
+
+
+def _make_function_v2(original):
+    """detrx version of `multi_scale_deformable_attention_v2(...)`; method="discrete" stays HF's."""
+    def multi_scale_deformable_attention_v2(value, value_spatial_shapes, sampling_locations, attention_weights,
+                                            num_points_list, method="default"):
+        if not _state["active"] or method != "default":
+            return original(value, value_spatial_shapes, sampling_locations, attention_weights, num_points_list,
+                            method)
+        spatial_shapes, level_start_index = _level_layout(value_spatial_shapes, value.device)
+        if len(num_points_list) != spatial_shapes.shape[0]:
+            raise ValueError(f"multi_scale_deformable_attention_v2: num_points_list must have one entry per level "
+                             f"({spatial_shapes.shape[0]}), got {list(num_points_list)}")
+        locations, weights = _points_per_level(sampling_locations, attention_weights, num_points_list)
+        return _msda(value, spatial_shapes, level_start_index, locations, weights)
+
+    multi_scale_deformable_attention_v2.__wrapped__ = original
+    return multi_scale_deformable_attention_v2
+
+
+def _denoising_replacement():
+    """detrx's DN-op version of HF's denoising builder, or None where this detrx has none."""
+    if importlib.util.find_spec("detrx.integrations.hf_denoising") is None:
+        return None
+    from detrx.integrations.hf_denoising import get_contrastive_denoising_training_group
+    return get_contrastive_denoising_training_group
+
+
+@functools.lru_cache(maxsize=1)
+def _modeling_modules():
+    """The importable `transformers.models.*.modeling_*` modules whose source names a site (scanned once)."""
+    import transformers.models
+
+    modules = []  # a tuple in the end: the cached list must not change
+    for package in pkgutil.iter_modules(transformers.models.__path__):
+        if not package.ispkg:
+            continue
+        folder = pathlib.Path(package.module_finder.path) / package.name
+        for path in sorted(folder.glob("modeling_*.py")):
+            if not any(name in path.read_text(errors="ignore") for name in SITE_NAMES):
+                continue
+            try:
+                modules.append(importlib.import_module(f"transformers.models.{package.name}.{path.stem}"))
+            except Exception:  # a model whose own dependencies are missing: nothing of it can run anyway
+                continue
+    return tuple(modules)
+
+
+def _originals(modules, name):
+    """The distinct objects that the modules define under `name` (each defined in that module)."""
+    found = {}
+    for module in modules:
+        candidate = vars(module).get(name)
+        if candidate is not None and getattr(candidate, "__module__", None) == module.__name__:
+            found[id(candidate)] = candidate
+    return list(found.values())
+
+
+def patch():
+    """Replaces every MSDA site of the installed transformers with detrx's op; returns patched_sites().
+
+    Calling it again patches what was not patched yet (for example modules imported since) and
+    nothing twice.
+    """
+    modules = _modeling_modules()
+    _state["active"] = True
+    for cls in _originals(modules, MODULE_CLASS):
+        forward = vars(cls).get("forward")
+        if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and forward is not None and \
+                forward is not multi_scale_deformable_attention_module_forward:
+            _patcher.replace([cls], forward, multi_scale_deformable_attention_module_forward)
+    replacements = {FUNCTION_V1: _make_function_v1, FUNCTION_V2: _make_function_v2}
+    denoising = _denoising_replacement()
+    if denoising is not None:
+        replacements[DENOISING_FUNCTION] = lambda original: denoising
+    for name, make_replacement in replacements.items():
+        for original in _originals(modules, name):
+            _patcher.replace(modules, original, make_replacement(original))
+    return patched_sites()
+
+
+def unpatch():
+    """Puts HF's exact objects back under every name patch() replaced; returns the restored sites."""
+    _state["active"] = False
+    return _patcher.restore()
+
+
+def patched_sites():
+    """Names of the sites now running detrx (`module.Class.forward`, `module.function`)."""
+    return _patcher.sites()
+
+
+@contextlib.contextmanager
+def patched():
+    """patch() for the duration of a `with` block, unpatch() after it (also on an exception)."""
+    patch()
+    try:
+        yield patched_sites()
+    finally:
+        unpatch()
