@@ -15,32 +15,32 @@ import sys
 import numpy as np
 import torch
 
-from detrx.models import MODELS, build_model
+from detrx.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 
 DEFAULT_OPSET = 18
 MIN_DYNAMIC_SIZE = 128  # the default export size with --dynamic is at least this
+DEFAULT_IMAGE_SIZE = 512  # for a checkpoint that records no image size
 
 
 def load_detector(checkpoint_path):
-    """-> (model in eval mode, postprocess, training args) from a `detrx.train` checkpoint;
-    ValueError naming the file when it is not one."""
+    """-> (model in eval mode, postprocess, the checkpoint dict) from a detrx checkpoint;
+    ValueError naming the file when it is not one or its weights do not fit its options."""
+    checkpoint = load_checkpoint(checkpoint_path)
     try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except Exception as error:  # not a file torch can read (or a pickle of arbitrary objects)
-        raise ValueError(f"{checkpoint_path} is not a detrx checkpoint: torch.load failed ({error})") from error
-    if not isinstance(checkpoint, dict) or not {"model", "args"} <= checkpoint.keys() \
-            or not isinstance(checkpoint["args"], dict) or checkpoint["args"].get("model") not in MODELS:
-        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{checkpoint_path} is not a detrx checkpoint: expected a dict with 'model' (a "
-                         f"state_dict) and 'args' (the detrx.train options, 'model' one of {MODELS}), got {found}")
-    args = argparse.Namespace(**checkpoint["args"])
-    model, _, postprocess = build_model(args)
-    try:
-        model.load_state_dict(checkpoint["model"])
+        model, postprocess, _ = build_model_from_checkpoint(checkpoint)
     except RuntimeError as error:
-        raise ValueError(f"{checkpoint_path}: its weights do not fit the {args.model} its options describe "
-                         f"({error})") from error
-    return model.eval(), postprocess, args
+        raise ValueError(f"{checkpoint_path}: its weights do not fit the {checkpoint['model_options']['model']} "
+                         f"its options describe ({error})") from error
+    return model, postprocess, checkpoint
+
+
+def trained_image_size(checkpoint):
+    """The image side the model was evaluated at: the largest evaluation resize, else the run's
+    synthetic --image-size, else DEFAULT_IMAGE_SIZE."""
+    sizes = checkpoint["image"]["sizes"]
+    if sizes:
+        return max(sizes)
+    return checkpoint.get("run", {}).get("image_size") or DEFAULT_IMAGE_SIZE
 
 
 def largest_differences(session, module, images):
@@ -74,7 +74,7 @@ def main(argv=None):
     if opts.opset < DEFAULT_OPSET:
         parser.error(f"--opset must be >= {DEFAULT_OPSET} (the exporter's operator library), got {opts.opset}")
     try:
-        model, postprocess, args = load_detector(opts.checkpoint)
+        model, postprocess, checkpoint = load_detector(opts.checkpoint)
     except (ValueError, OSError) as error:
         parser.error(str(error))
 
@@ -86,7 +86,8 @@ def main(argv=None):
     module = ExportableDetector(model, postprocess if opts.postprocess else None).eval()
     # torch.export fixes any axis of size 1 in the example: with --dynamic, export at a size where
     # even the stride-64 level is 2 x 2, and with a batch of 2
-    height = opts.height or (max(args.image_size, MIN_DYNAMIC_SIZE) if opts.dynamic else args.image_size)
+    trained_size = trained_image_size(checkpoint)
+    height = opts.height or (max(trained_size, MIN_DYNAMIC_SIZE) if opts.dynamic else trained_size)
     width = opts.width or height
     batch_size = opts.batch_size or (2 if opts.dynamic else 1)  # a size-1 axis would be fixed to 1
     images = torch.rand(batch_size, 3, height, width)
@@ -94,7 +95,7 @@ def main(argv=None):
     detrx.onnx.export(module, (images,), opts.out, trt_plugin=opts.trt_plugin, opset_version=opts.opset,
                       input_names=["images"], output_names=module.output_names, verbose=False,
                       dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},) if opts.dynamic else None)
-    print(f"wrote {opts.out}: {args.model}, inputs images [{'B' if opts.dynamic else batch_size}, 3, "
+    print(f"wrote {opts.out}: {checkpoint['model_options']['model']}, inputs images [{'B' if opts.dynamic else batch_size}, 3, "
           f"{'H' if opts.dynamic else height}, {'W' if opts.dynamic else width}], outputs {', '.join(module.output_names)}")
     if not opts.check or opts.trt_plugin:
         return

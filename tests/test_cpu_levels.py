@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import detrx
-from conftest import assert_close_to, make_inputs, off_grid_locations, output_and_grads
+from helpers import assert_close_to, make_inputs, off_grid_locations, output_and_grads
 from detrx.ops import build_dn_queries, ms_deform_attn, ms_deform_attn_reference
 
 _C = pytest.importorskip("detrx._C", reason="detrx was built without its extension")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import detrx
-from conftest import make_inputs
+from helpers import make_inputs
 from detrx.ops import ms_deform_attn
 
 LIST = [(5, 7), (3, 2)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import detrx
-from conftest import make_inputs, off_grid_locations
+from helpers import make_inputs, off_grid_locations
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and detrx.build_info()["cuda"]),
                                 reason="needs a GPU and detrx's CUDA kernels")

@@ -7,7 +7,7 @@ the op, its backward, the reference, the module, opcheck and torch.compile.
 import pytest
 import torch
 
-from conftest import SMALL_LEVELS, make_inputs, output_and_grads
+from helpers import SMALL_LEVELS, make_inputs, output_and_grads
 from detrx.nn import MSDeformAttn
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 

@@ -3,7 +3,7 @@ passes): computed in float32, output in value's dtype, location and weight gradi
 import pytest
 import torch
 
-from conftest import assert_close_to, make_inputs, output_and_grads
+from helpers import assert_close_to, make_inputs, output_and_grads
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 REDUCED = [torch.float16, torch.bfloat16]

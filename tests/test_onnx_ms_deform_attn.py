@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
 import detrx  # noqa: E402
-from conftest import level_layout  # noqa: E402
+from helpers import level_layout  # noqa: E402
 from detrx.nn import MSDeformAttn  # noqa: E402
 from detrx.ops import ms_deform_attn  # noqa: E402
 
