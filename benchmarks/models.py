@@ -71,9 +71,10 @@ def build_mask2former():
 
 
 def build_rfdetr():
-    from rfdetr.config import RFDETRBaseConfig
+    from rfdetr.config import RFDETRNanoConfig
     from rfdetr.models.lwdetr import build_model_from_config
-    return build_model_from_config(RFDETRBaseConfig(pretrain_weights=None))
+    # Nano: built offline (Base would fetch DINOv2 weights without a checkpoint); its default 384x384.
+    return build_model_from_config(RFDETRNanoConfig(pretrain_weights=None, device="cpu"))
 
 
 # name, builder, image (H, W), batch, label kind, patch module, which of eval/train to run
@@ -82,7 +83,7 @@ CASES = [
     ("HF Deformable DETR R50", build_deformable_detr, (512, 683), 1, "detection", "transformers", ("eval", "train")),
     ("HF RT-DETR R50", build_rt_detr, (640, 640), 1, "detection", "transformers", ("eval", "train")),
     ("HF Mask2Former Swin-T", build_mask2former, (512, 512), 1, "segmentation", "transformers", ("eval", "train")),
-    ("rfdetr RF-DETR Base", build_rfdetr, (560, 560), 1, "rfdetr", "rfdetr", ("eval",)),
+    ("rfdetr RF-DETR Nano", build_rfdetr, (384, 384), 1, "rfdetr", "rfdetr", ("eval",)),
 ]
 
 

@@ -22,8 +22,8 @@ import is skipped) for three kinds of site and replaces them with versions that 
 A function is replaced under every module global of the scanned modules that holds it. D-FINE
 and DEIMv2 layers also keep the function in an attribute when they are built: models built while
 patched use detrx, and go back to HF's code after `unpatch()`; models built before `patch()` keep
-HF's code. Where detrx provides it (`detrx.integrations.hf_denoising`), HF's denoising builder
-`get_contrastive_denoising_training_group` is replaced the same way.
+HF's code. HF's denoising builder `get_contrastive_denoising_training_group` (RT-DETR, RT-DETRv2,
+D-FINE, DEIMv2, PP-DocLayout) is replaced the same way, by `detrx.integrations.hf_denoising`.
 
 Under autocast HF passes a float16/bfloat16 `value` with float32 locations and weights; the op
 computes that in float32 and returns value's dtype.
@@ -31,13 +31,13 @@ computes that in float32 and returns value's dtype.
 import contextlib
 import functools
 import importlib
-import importlib.util
 import pathlib
 import pkgutil
 
 import torch
 
 from detrx.integrations._patching import GlobalsPatcher
+from detrx.integrations.hf_denoising import get_contrastive_denoising_training_group
 from detrx.ops import ms_deform_attn
 
 __all__ = ["patch", "unpatch", "patched", "patched_sites"]
@@ -75,10 +75,19 @@ def _op_dtypes(value, sampling_locations, attention_weights):
     return sampling_locations, attention_weights
 
 
-def _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """detrx's op on HF's arguments: value [N, S, M, D], locations [N, Lq, M, L, P, 2] -> [N, Lq, M * D]."""
+def _host_shapes(shapes):
+    """HF's level sizes when it has them as Python ints ([(H, W)] * L), else None."""
+    if isinstance(shapes, (list, tuple)) and all(isinstance(size, int) for hw in shapes for size in hw):
+        return [tuple(hw) for hw in shapes]
+    return None
+
+
+def _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, host_shapes=None):
+    """detrx's op on HF's arguments: value [N, S, M, D], locations [N, Lq, M, L, P, 2] -> [N, Lq, M * D].
+    host_shapes, the level sizes as ints, spare the op a host copy of spatial_shapes on CUDA."""
     sampling_locations, attention_weights = _op_dtypes(value, sampling_locations, attention_weights)
-    return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    return ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                          spatial_shapes_list=host_shapes)
 
 
 def multi_scale_deformable_attention_module_forward(self, value, value_spatial_shapes, value_spatial_shapes_list,
@@ -91,7 +100,8 @@ def multi_scale_deformable_attention_module_forward(self, value, value_spatial_s
         level_start_index = level_start_index.to(device=value.device, dtype=torch.int64)
     else:
         level_start_index = computed_start
-    return _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    return _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                 _host_shapes(value_spatial_shapes_list))
 
 
 def _make_function_v1(original):
@@ -100,7 +110,8 @@ def _make_function_v1(original):
         if not _state["active"]:
             return original(value, value_spatial_shapes, sampling_locations, attention_weights)
         spatial_shapes, level_start_index = _level_layout(value_spatial_shapes, value.device)
-        return _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return _msda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                     _host_shapes(value_spatial_shapes))
 
     multi_scale_deformable_attention.__wrapped__ = original
     return multi_scale_deformable_attention
@@ -143,18 +154,10 @@ def _make_function_v2(original):
             raise ValueError(f"multi_scale_deformable_attention_v2: num_points_list must have one entry per level "
                              f"({spatial_shapes.shape[0]}), got {list(num_points_list)}")
         locations, weights = _points_per_level(sampling_locations, attention_weights, num_points_list)
-        return _msda(value, spatial_shapes, level_start_index, locations, weights)
+        return _msda(value, spatial_shapes, level_start_index, locations, weights, _host_shapes(value_spatial_shapes))
 
     multi_scale_deformable_attention_v2.__wrapped__ = original
     return multi_scale_deformable_attention_v2
-
-
-def _denoising_replacement():
-    """detrx's DN-op version of HF's denoising builder, or None where this detrx has none."""
-    if importlib.util.find_spec("detrx.integrations.hf_denoising") is None:
-        return None
-    from detrx.integrations.hf_denoising import get_contrastive_denoising_training_group
-    return get_contrastive_denoising_training_group
 
 
 @functools.lru_cache(maxsize=1)
@@ -201,9 +204,7 @@ def patch():
                 forward is not multi_scale_deformable_attention_module_forward:
             _patcher.replace([cls], forward, multi_scale_deformable_attention_module_forward)
     replacements = {FUNCTION_V1: _make_function_v1, FUNCTION_V2: _make_function_v2}
-    denoising = _denoising_replacement()
-    if denoising is not None:
-        replacements[DENOISING_FUNCTION] = lambda original: denoising
+    replacements[DENOISING_FUNCTION] = lambda original: get_contrastive_denoising_training_group
     for name, make_replacement in replacements.items():
         for original in _originals(modules, name):
             _patcher.replace(modules, original, make_replacement(original))
