@@ -3,11 +3,13 @@
 Timing uses torch.utils.benchmark.Timer (CUDA-synchronising, warm-up included) at the current
 torch thread count; Timer's own default is a single thread, which would understate the CPU kernels.
 """
+import contextlib
 import datetime
 import json
 import logging
 import os
 import platform
+import sys
 
 import torch
 
@@ -127,3 +129,20 @@ def run_conditions(machine):
     "load_average_1min_at_end" and "benchmark_seconds"."""
     return (f"1-min load average {machine['load_average_1min']} at the start, {machine['load_average_1min_at_end']} "
             f"at the end; the run took {machine['benchmark_seconds']:.0f} s")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Sends what C++ code writes to the process's stderr (file descriptor 2) to /dev/null for the
+    block: torch's profiler logs "profiler_start/stop" and device-query lines there on every run,
+    bypassing Python's logging. Python's own sys.stderr is flushed first and keeps working after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+

@@ -19,7 +19,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import describe_machine, format_table, load_average, time_interleaved, write_json  # noqa: E402
+from common import (describe_machine, format_table, load_average, native_stderr_silenced, time_interleaved,  # noqa: E402
+                    write_json)
 
 MSDA_OPS = ("aten::grid_sampler_2d", "aten::grid_sampler_2d_backward", "detrx::ms_deform_attn",
             "detrx::ms_deform_attn_backward")
@@ -116,7 +117,7 @@ def msda_share(step, device):
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.device(device).type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as profiler:
+    with native_stderr_silenced(), torch.profiler.profile(activities=activities) as profiler:
         start = time.perf_counter()
         step()
         if torch.device(device).type == "cuda":
