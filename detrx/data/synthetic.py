@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from detrx.data.classes import ClassList
+from detrx.util.arg_types import non_negative_int, positive_int
 from detrx.util.box_ops import box_iou
 
 CLASS_NAMES = ("rectangle", "ellipse", "triangle", "cross", "diamond")
@@ -166,6 +167,23 @@ def export_coco(dataset, out_dir):
     with open(ann_file, "w") as f:
         json.dump(coco, f)
     return image_dir, ann_file
+
+
+def add_synthetic_arguments(group, help_prefix=""):
+    """Declares the options that describe the synthetic set (read by build_synthetic) on an argparse
+    parser or group; help_prefix starts each help text (e.g. "synthetic: ")."""
+    group.add_argument("--num-train", type=positive_int, default=1000, help=f"{help_prefix}training images")
+    group.add_argument("--num-val", type=positive_int, default=200, help=f"{help_prefix}validation images")
+    group.add_argument("--image-size", type=positive_int, default=128, help=f"{help_prefix}image side, pixels")
+    group.add_argument("--num-classes", type=positive_int, default=3,
+                       help=f"{help_prefix}shape classes (1-{len(CLASS_NAMES)})")
+    group.add_argument("--min-objects", type=positive_int, default=1, help=f"{help_prefix}fewest objects per image")
+    group.add_argument("--max-objects", type=positive_int, default=10, help=f"{help_prefix}most objects per image")
+    group.add_argument("--object-min-size", type=positive_int, default=4,
+                       help=f"{help_prefix}smallest object side, pixels")
+    group.add_argument("--object-max-size", type=positive_int, default=None,
+                       help=f"{help_prefix}largest object side, pixels (default: half the image)")
+    group.add_argument("--data-seed", type=non_negative_int, default=0, help=f"{help_prefix}dataset seed")
 
 
 def build_synthetic(split, args, transforms=None):

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from detrx.data.synthetic import CLASS_NAMES
+from detrx.data.synthetic import CLASS_NAMES, add_synthetic_arguments
 from detrx.engine.resume import merge_checkpoint_options
 from detrx.models.registry import MODELS, models_help
 from detrx.util.arg_types import (dropout_rate, non_negative_float, non_negative_int, positive_float,
@@ -74,17 +74,7 @@ def get_args_parser():
     a.add_argument("--sizes", type=positive_ints, default=None,
                    help="coco: shorter-side sizes for the random training resize (eval: the largest)")
     a.add_argument("--image-max-size", type=positive_int, default=1333, help="coco: cap on the longer image side")
-    a.add_argument("--num-train", type=positive_int, default=1000, help="synthetic: training images")
-    a.add_argument("--num-val", type=positive_int, default=200, help="synthetic: validation images")
-    a.add_argument("--image-size", type=positive_int, default=128, help="synthetic: image side, pixels")
-    a.add_argument("--num-classes", type=positive_int, default=3,
-                   help=f"synthetic: shape classes (1-{len(CLASS_NAMES)}); coco reads the classes from the JSON")
-    a.add_argument("--min-objects", type=positive_int, default=1, help="synthetic: fewest objects per image")
-    a.add_argument("--max-objects", type=positive_int, default=10, help="synthetic: most objects per image")
-    a.add_argument("--object-min-size", type=positive_int, default=4, help="synthetic: smallest object side, pixels")
-    a.add_argument("--object-max-size", type=positive_int, default=None,
-                   help="synthetic: largest object side, pixels (default: half the image)")
-    a.add_argument("--data-seed", type=non_negative_int, default=0, help="synthetic: dataset seed")
+    add_synthetic_arguments(a, help_prefix="synthetic: ")
     a.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flip in training")
     a.add_argument("--check-data", action="store_true", help="only check the dataset and report its problems")
     s = p.add_argument_group("optimisation")
