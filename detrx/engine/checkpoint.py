@@ -30,6 +30,7 @@ import torch
 
 from detrx.data.classes import ClassList
 from detrx.models import MODEL_OPTIONS, build_model
+from detrx.models.registry import ADDED_MODEL_OPTIONS
 
 FORMAT = "detrx-checkpoint"
 VERSION = 1
@@ -97,6 +98,8 @@ def load_checkpoint(path, for_training=False):
     if missing:
         what = "a training checkpoint" if for_training else "a detrx checkpoint"
         raise ValueError(f"checkpoint {path!r} is not {what}: it lacks {missing}")
+    for name, value in ADDED_MODEL_OPTIONS.items():
+        checkpoint["model_options"].setdefault(name, value)
     missing_options = [name for name in MODEL_OPTIONS if name not in checkpoint["model_options"]]
     if missing_options:
         raise ValueError(f"checkpoint {path!r}: model_options lacks {missing_options}")

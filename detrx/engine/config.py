@@ -16,8 +16,8 @@ import torch
 from detrx.data.synthetic import CLASS_NAMES, add_synthetic_arguments
 from detrx.engine.resume import merge_checkpoint_options
 from detrx.models.registry import MODELS, models_help
-from detrx.util.arg_types import (dropout_rate, non_negative_float, non_negative_int, positive_float,
-                                  positive_int, positive_ints, probability)
+from detrx.util.arg_types import (dropout_rate, non_negative_float, non_negative_int, non_negative_ints,
+                                  positive_float, positive_int, positive_ints, probability)
 
 
 def get_args_parser():
@@ -42,7 +42,11 @@ def get_args_parser():
     t.add_argument("--dropout", type=dropout_rate, default=0.1, help="dropout rate")
     t.add_argument("--num-queries", type=positive_int, default=100, help="object queries")
     t.add_argument("--num-feature-levels", type=positive_int, default=4, help="deformable models: feature levels")
-    t.add_argument("--n-points", type=positive_int, default=4, help="deformable models: sampling points per level")
+    t.add_argument("--n-points", type=positive_int, default=4,
+                   help="deformable attention: sampling points per head and level")
+    t.add_argument("--deformable-cross-layers", type=non_negative_ints, default=[],
+                   help="detr, dn_detr: decoder layers (e.g. 0,2) whose cross-attention is deformable "
+                        "attention over the single-scale memory, with --n-points points")
     t.add_argument("--no-box-refine", dest="box_refine", action="store_false",
                    help="deformable models: no iterative box refinement")
     t.add_argument("--two-stage", action="store_true", help="deformable models: queries from encoder proposals")
@@ -129,6 +133,13 @@ def check_combinations(args, error):
     """Option combinations that cannot work; error(message) is called for the first one."""
     if args.two_stage and not is_deformable(args):
         error(f"--two-stage applies to the deformable models only, not to --model {args.model}")
+    if args.deformable_cross_layers:
+        if is_deformable(args):
+            error(f"--deformable-cross-layers applies to detr and dn_detr, not to --model {args.model} "
+                  "(its cross-attention is deformable already)")
+        if max(args.deformable_cross_layers) >= args.dec_layers:
+            error(f"--deformable-cross-layers must name decoder layers in [0, {args.dec_layers}) "
+                  f"(--dec-layers {args.dec_layers}), got {args.deformable_cross_layers}")
     if args.d_model % args.nheads:
         error(f"--d-model ({args.d_model}) must be divisible by --nheads ({args.nheads})")
     if args.backbone == "tiny" and (len(args.backbone_widths) != 4 or len(args.backbone_blocks) != 4):

@@ -50,20 +50,23 @@ class DETR(nn.Module):
         self.bbox_embed = MLP(d_model, d_model, 4, 3)
 
     def encode_inputs(self, images, mask):
-        """images [B, 3, H, W], mask [B, H, W] -> src, pos [B, S, C], padding mask [B, S]."""
+        """images [B, 3, H, W], mask [B, H, W] -> src, pos [B, S, C], padding mask [B, S], and the
+        feature map's (h, w) with S = h*w."""
         features, feature_mask = self.backbone(images, mask)[-1]
         pos = self.position(feature_mask).flatten(2).transpose(1, 2)  # [B, S, C]
         src = self.input_proj(features).flatten(2).transpose(1, 2)  # [B, S, C]
-        return src, pos, feature_mask.flatten(1)
+        return src, pos, feature_mask.flatten(1), tuple(features.shape[-2:])
 
     def heads(self, hs):
         """hs [L, B, Q, C] -> logits [L, B, Q, K], boxes [L, B, Q, 4] (sigmoid cxcywh)."""
         return self.class_embed(hs), self.bbox_embed(hs).sigmoid()
 
-    def decode(self, src, pos, padding_mask, query_pos, self_attn_mask=None):
-        """Runs the transformer with a zero content stream; query_pos [B, Q, C] -> hs [L, B, Q, C]."""
+    def decode(self, encoded, query_pos, self_attn_mask=None):
+        """Runs the transformer on encode_inputs' output with a zero content stream;
+        query_pos [B, Q, C] -> hs [L, B, Q, C]."""
+        src, pos, padding_mask, memory_shape = encoded
         tgt = torch.zeros_like(query_pos)
-        hs, _ = self.transformer(src, pos, padding_mask, tgt, query_pos, self_attn_mask)
+        hs, _ = self.transformer(src, pos, padding_mask, memory_shape, tgt, query_pos, self_attn_mask)
         return hs
 
     def object_query_pos(self, batch_size):
@@ -72,8 +75,7 @@ class DETR(nn.Module):
     def forward(self, images, mask, targets=None):
         """images [B, 3, H, W], mask [B, H, W] -> dict with "pred_logits" [B, N, K],
         "pred_boxes" [B, N, 4] and "aux_outputs". `targets` is unused (DN models need it)."""
-        src, pos, padding_mask = self.encode_inputs(images, mask)
-        hs = self.decode(src, pos, padding_mask, self.object_query_pos(images.shape[0]))
+        hs = self.decode(self.encode_inputs(images, mask), self.object_query_pos(images.shape[0]))
         return pack_outputs(*self.heads(hs))
 
 

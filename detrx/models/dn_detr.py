@@ -27,11 +27,11 @@ class DNDETR(DETR):
             return super().forward(images, mask)
         if targets is None:
             raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
-        src, pos, padding_mask = self.encode_inputs(images, mask)
+        encoded = self.encode_inputs(images, mask)
         dn, dn_pos, attn_mask, dn_targets = self.denoising(
             targets, self.num_queries, self.transformer.nhead, generator)
         query_pos = torch.cat([dn_pos, self.object_query_pos(images.shape[0])], dim=1)  # [B, K + N, C]
-        hs = self.decode(src, pos, padding_mask, query_pos, attn_mask)  # [L, B, K + N, C]
+        hs = self.decode(encoded, query_pos, attn_mask)  # [L, B, K + N, C]
         (dn_logits, dn_boxes), matched = split_layers(*self.heads(hs), dn.num_dn)
         outputs = pack_outputs(*matched)
         outputs["dn_outputs"], outputs["dn_targets"] = pack_outputs(dn_logits, dn_boxes), dn_targets

@@ -53,11 +53,15 @@ MODELS = {
 MODEL_OPTIONS = (
     "model", "backbone", "backbone_widths", "backbone_blocks", "detr_stride",
     "d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "dropout", "num_queries",
-    "num_feature_levels", "n_points", "box_refine", "two_stage",
+    "num_feature_levels", "n_points", "box_refine", "two_stage", "deformable_cross_layers",
     "dn_groups", "label_noise_ratio", "box_noise_scale", "dn_noise_style", "contrastive", "dn_loss_coef",
     "loss", "eos_coef", "ce_loss_coef", "bbox_loss_coef", "giou_loss_coef",
     "set_cost_class", "set_cost_bbox", "set_cost_giou",
 )
+
+# Options added to MODEL_OPTIONS after checkpoints were first written, with the value that rebuilds
+# the model those older checkpoints hold.
+ADDED_MODEL_OPTIONS = {"deformable_cross_layers": []}
 
 
 def model_spec(name):

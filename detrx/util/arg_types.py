@@ -30,9 +30,17 @@ probability = _bounded(float, low=0, high=1, what="a number in [0, 1]")
 dropout_rate = _bounded(float, low=0, high=1, high_open=True, what="a number in [0, 1)")
 
 
-def positive_ints(text):
-    """'8,16,32' -> [8, 16, 32], every entry >= 1."""
-    values = [_number(int, part) for part in text.split(",")]
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text}")
-    return values
+def _int_list(low):
+    """A type function: comma-separated integers, each >= low ('' is the empty list when low is 0)."""
+    def parse(text):
+        if low == 0 and text.strip() == "":
+            return []
+        values = [_number(int, part) for part in text.split(",")]
+        if any(v < low for v in values):
+            raise argparse.ArgumentTypeError(f"must be comma-separated integers >= {low}, got {text}")
+        return values
+    return parse
+
+
+positive_ints = _int_list(1)  # '8,16,32' -> [8, 16, 32]
+non_negative_ints = _int_list(0)  # '0,2' -> [0, 2]; '' -> []
