@@ -4,6 +4,7 @@ hyperparameters and seeds on the synthetic shapes set. The pairs (--pairs, comma
     deformable        Deformable DETR vs DN-Deformable-DETR
     contrastive       DN-DETR vs DN-DETR with DINO's contrastive (negative) DN queries
     deformable_cross  DETR vs DETR whose first decoder layer's cross-attention is deformable
+    dn_deformable_cross  the same swap in DN-DETR
 
     python benchmarks/convergence.py            # default run (sized for <= 30 min per pair on 2 CPU cores)
     python benchmarks/convergence.py --quick    # a few minutes; a smoke run, not a result
@@ -57,9 +58,11 @@ QUICK = ["--num-train", "200", "--num-val", "50", "--epochs", "3"]
 VARIANTS = {"detr": ["--model", "detr"], "dn_detr": ["--model", "dn_detr"],
             "dn_detr_contrastive": ["--model", "dn_detr", "--contrastive"],
             "detr_deformable_cross": ["--model", "detr", "--deformable-cross-layers", "0"],
+            "dn_detr_deformable_cross": ["--model", "dn_detr", "--deformable-cross-layers", "0"],
             "deformable_detr": ["--model", "deformable_detr"], "dn_deformable_detr": ["--model", "dn_deformable_detr"]}
 PAIRS = {"detr": ("detr", "dn_detr"), "deformable": ("deformable_detr", "dn_deformable_detr"),
-         "contrastive": ("dn_detr", "dn_detr_contrastive"), "deformable_cross": ("detr", "detr_deformable_cross")}
+         "contrastive": ("dn_detr", "dn_detr_contrastive"), "deformable_cross": ("detr", "detr_deformable_cross"),
+         "dn_deformable_cross": ("dn_detr", "dn_detr_deformable_cross")}
 
 
 def run_one(variant, seed, extra, out_json):

@@ -10,6 +10,9 @@ A run's record (`<run dir>/predictions.npz`):
     gt_boxes    float  [V, G, 4]     normalised (cx, cy, w, h), zero-padded to G
     gt_labels   int    [V, G]        -1 at padding
 """
+import json
+import os
+
 import numpy as np
 import torch
 
@@ -59,7 +62,15 @@ class PredictionRecorder:
                             gt_boxes=self.gt_boxes, gt_labels=self.gt_labels)
 
 
-def load_predictions(path):
-    """The arrays of a saved record, as a dict."""
-    with np.load(path) as record:
-        return {key: record[key] for key in record.files}
+DEFAULT_RUNS = "/tmp/detrx_convergence/convergence_detr_contrastive_deformable_cross/runs"
+
+
+def load_run(runs_dir, variant, seed):
+    """(the run's JSON summary from convergence.py, its predictions record as a dict of arrays)."""
+    path = os.path.join(runs_dir, f"{variant}_seed{seed}")
+    if not os.path.isfile(path + ".json"):
+        raise FileNotFoundError(f"no run {variant} seed {seed} in {runs_dir} (run benchmarks/convergence.py first)")
+    with open(path + ".json") as f:
+        summary = json.load(f)
+    with np.load(os.path.join(path, "predictions.npz")) as record:
+        return summary, {key: record[key] for key in record.files}
