@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from detrx.engine.error_types import classify_image, error_types_per_image
+from detrx.engine.error_types import classify_image, error_types_per_image, prediction_types
 
 A, B = [0.25, 0.25, 0.2, 0.2], [0.75, 0.75, 0.2, 0.2]
 
@@ -18,6 +18,12 @@ def test_each_error_type_is_counted():
     scores = [0.9, 0.8, 0.7, 0.6, 0.2]
     counts = classify_image(np.array(scores), np.array(boxes), np.array([A, B]))
     assert counts == {"hit": 1, "duplicate": 1, "near_miss": 1, "background": 1, "missed": 1}
+
+
+def test_each_prediction_gets_its_type():
+    boxes = [shifted(A, 0.04), A, B]
+    types, covered = prediction_types(np.array([0.9, 0.5, 0.1]), np.array(boxes), np.array([A, B]))
+    assert types == ["hit", "duplicate", None] and covered.tolist() == [True, False]
 
 
 def test_the_higher_score_takes_the_box():

@@ -19,32 +19,29 @@ def test_regions_are_row_major_cells():
 
 
 def _predictions(slot_region, images=400, queries=9, seed=0):
-    """Every query of every image predicts a centre in the cell slot_region(query, rng) of a 3x3 grid."""
+    """Every query of every image predicts a centre in the cell slot_region(query, rng) of a 3x3 grid
+    -> (slot [D], centres [D, 2])."""
     rng = np.random.default_rng(seed)
-    boxes = np.zeros((images, queries, 4))
-    for q in range(queries):
-        cell = np.array([slot_region(q, rng) for _ in range(images)])
-        boxes[:, q, 0] = (cell % 3 + rng.random(images)) / 3
-        boxes[:, q, 1] = (cell // 3 + rng.random(images)) / 3
-    return np.ones((images, queries)), boxes
+    slot = np.repeat(np.arange(queries), images)
+    cell = np.array([slot_region(q, rng) for q in slot])
+    centres = np.stack([(cell % 3 + rng.random(len(cell))) / 3, (cell // 3 + rng.random(len(cell))) / 3], 1)
+    return slot, centres
 
 
 def test_slots_that_own_a_region_score_near_one():
-    scores, boxes = _predictions(lambda q, rng: q)
-    result = specialisation(scores, boxes)
+    result = specialisation(*_predictions(lambda q, rng: q))
     assert result["raw"] == pytest.approx(1.0)
     assert result["specialisation"] > 0.95
 
 
 def test_interchangeable_slots_score_near_zero_although_the_raw_estimate_does_not():
-    scores, boxes = _predictions(lambda q, rng: rng.integers(9), images=30)
-    result = specialisation(scores, boxes)
+    result = specialisation(*_predictions(lambda q, rng: rng.integers(9), images=30))
     assert result["raw"] > 0.05  # the small-sample bias the shuffle baseline removes
     assert abs(result["specialisation"]) < 0.03
 
 
-def test_only_confident_predictions_count():
-    scores, boxes = _predictions(lambda q, rng: q, images=10)
-    scores[:, 4:] = 0.1
-    assert specialisation(scores, boxes)["predictions"] == 40
-    assert np.isnan(specialisation(np.zeros_like(scores), boxes)["specialisation"])
+def test_too_few_predictions_or_one_region_give_nan():
+    assert np.isnan(specialisation(np.array([0]), np.array([[0.5, 0.5]]))["specialisation"])
+    assert np.isnan(specialisation(np.array([0, 1]), np.array([[0.5, 0.5], [0.4, 0.4]]))["specialisation"])
+    with pytest.raises(ValueError, match="slot \\[D\\] and centres \\[D, 2\\]"):
+        specialisation(np.array([0, 1, 2]), np.zeros((2, 2)))

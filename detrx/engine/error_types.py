@@ -17,30 +17,38 @@ HIT_IOU, NEAR_MISS_IOU = 0.5, 0.1
 ERROR_TYPES = ("hit", "duplicate", "near_miss", "background", "missed")
 
 
-def classify_image(scores, boxes, gt_boxes, score_threshold=0.3):
+def prediction_types(scores, boxes, gt_boxes, score_threshold=0.3):
     """One image: scores [Q], boxes [Q, 4] and gt_boxes [G, 4], normalised cxcywh (numpy or torch)
-    -> {error type: count}."""
+    -> (the error type of each prediction, a list of Q names, None below the threshold;
+    covered [G] bool, the ground-truth boxes some prediction hit)."""
     scores, boxes, gt_boxes = (torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in (scores, boxes, gt_boxes))
     if scores.dim() != 1 or boxes.shape != (scores.shape[0], 4) or gt_boxes.dim() != 2 or gt_boxes.shape[1] != 4:
         raise ValueError(f"expected scores [Q], boxes [Q, 4] and gt_boxes [G, 4], got {tuple(scores.shape)}, "
                          f"{tuple(boxes.shape)} and {tuple(gt_boxes.shape)}")
-    counts = dict.fromkeys(ERROR_TYPES, 0)
+    types = [None] * scores.shape[0]
     confident = torch.nonzero(scores >= score_threshold)[:, 0]
-    order = confident[scores[confident].argsort(descending=True, stable=True)]
+    order = confident[scores[confident].argsort(descending=True, stable=True)].tolist()
     covered = torch.zeros(gt_boxes.shape[0], dtype=torch.bool)
     if gt_boxes.shape[0]:
-        iou, _ = box_iou(box_cxcywh_to_xyxy(boxes[order])[:, None], box_cxcywh_to_xyxy(gt_boxes)[None])  # [D, G]
-    for row in range(len(order)):
-        if not gt_boxes.shape[0] or iou[row].max() < NEAR_MISS_IOU:
-            counts["background"] += 1
+        iou, _ = box_iou(box_cxcywh_to_xyxy(boxes)[:, None], box_cxcywh_to_xyxy(gt_boxes)[None])  # [Q, G]
+    for q in order:
+        if not gt_boxes.shape[0] or iou[q].max() < NEAR_MISS_IOU:
+            types[q] = "background"
             continue
-        overlapping = iou[row] >= HIT_IOU  # [G]
+        overlapping = iou[q] >= HIT_IOU  # [G]
         free = overlapping & ~covered
         if free.any():
-            covered[torch.where(free, iou[row], -1.0).argmax()] = True
-            counts["hit"] += 1
+            covered[torch.where(free, iou[q], -1.0).argmax()] = True
+            types[q] = "hit"
         else:
-            counts["duplicate" if overlapping.any() else "near_miss"] += 1
+            types[q] = "duplicate" if overlapping.any() else "near_miss"
+    return types, covered.numpy()
+
+
+def classify_image(scores, boxes, gt_boxes, score_threshold=0.3):
+    """One image (arguments as prediction_types) -> {error type: count}."""
+    types, covered = prediction_types(scores, boxes, gt_boxes, score_threshold)
+    counts = {key: types.count(key) for key in ERROR_TYPES}
     counts["missed"] = int((~covered).sum())
     return counts
 

@@ -1,10 +1,10 @@
 """How much DETR's query slots specialise on image regions.
 
 A slot specialises when where it predicts an object depends on which slot it is. Measured over a
-split's confident predictions (score >= `score_threshold`) as the mutual information between the
-slot and the region (cell of a `grid` x `grid` partition of the image) of the predicted box centre,
-in units of the region entropy: 0 when every slot predicts everywhere alike, 1 when a slot's
-predictions fall in one region that no other slot uses. The estimate from a finite sample is
+set of predictions (the caller chooses which: e.g. a split's hits) as the mutual information
+between the slot and the region (cell of a `grid` x `grid` partition of the image) of the predicted
+box centre, in units of the region entropy: 0 when every slot predicts everywhere alike, 1 when a
+slot's predictions fall in one region that no other slot uses. The estimate from a finite sample is
 biased upwards; `specialisation` subtracts the mean over shuffled slot assignments, so that
 interchangeable slots score about 0 at any sample size.
 """
@@ -35,26 +35,19 @@ def entropy(labels):
     return float(-(p * np.log2(p)).sum())
 
 
-def confident_predictions(scores, boxes, score_threshold=0.3):
-    """scores [V, Q], boxes [V, Q, 4] cxcywh -> (slot [D], centres [D, 2] (cx, cy)) of the predictions
-    with score >= score_threshold, over all images."""
-    scores, boxes = np.asarray(scores), np.asarray(boxes)
-    if scores.ndim != 2 or boxes.shape != scores.shape + (4,):
-        raise ValueError(f"expected scores [V, Q] and boxes [V, Q, 4], got {scores.shape} and {boxes.shape}")
-    image, slot = np.nonzero(scores >= score_threshold)
-    return slot, boxes[image, slot, :2]
-
-
 def regions(centres, grid=3):
     """centres [D, 2] in [0, 1] -> cell index [D] of a grid x grid partition (row-major)."""
     cells = np.clip((np.asarray(centres) * grid).astype(int), 0, grid - 1)
     return cells[:, 1] * grid + cells[:, 0]
 
 
-def specialisation(scores, boxes, score_threshold=0.3, grid=3, shuffles=20, seed=0):
-    """scores [V, Q], boxes [V, Q, 4] -> {"specialisation": (I(slot; region) - mean shuffled I) / H(region),
-    "raw": I / H(region), "predictions": D}; specialisation is NaN with fewer than 2 confident predictions."""
-    slot, centres = confident_predictions(scores, boxes, score_threshold)
+def specialisation(slot, centres, grid=3, shuffles=20, seed=0):
+    """slot [D] ints and centres [D, 2] (cx, cy) in [0, 1] of D predictions ->
+    {"specialisation": (I(slot; region) - mean shuffled I) / H(region), "raw": I / H(region),
+    "predictions": D}; both are NaN with fewer than 2 predictions or a single region."""
+    slot, centres = np.asarray(slot), np.asarray(centres, dtype=float).reshape(-1, 2)
+    if slot.shape != (len(centres),):
+        raise ValueError(f"expected slot [D] and centres [D, 2], got {slot.shape} and {centres.shape}")
     region = regions(centres, grid)
     region_entropy = entropy(region) if len(region) else 0.0
     if len(slot) < 2 or region_entropy == 0:
