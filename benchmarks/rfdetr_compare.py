@@ -32,7 +32,7 @@ for folder in (BENCHMARKS, os.path.dirname(BENCHMARKS)):  # the sibling benchmar
         sys.path.insert(0, folder)
 from common import describe_machine, write_json  # noqa: E402
 from convergence import DEFAULT, VARIANTS  # noqa: E402
-from rfdetr_detectors import (RFDETR_VARIANTS, detrx_detector, rfdetr_detector,  # noqa: E402
+from rfdetr_detectors import (RFDETR_VARIANTS, detrx_detector, quiet_rfdetr, rfdetr_detector,  # noqa: E402
                               rfdetr_resolution_step)
 from rfdetr_step_time import step_time  # noqa: E402
 
@@ -83,11 +83,14 @@ def parse_args(argv=None):
     parser = get_parser()
     opts = parser.parse_args(argv)
     try:
-        import rfdetr  # noqa: F401
+        with quiet_rfdetr():  # importing rfdetr warns about torch.jit.script
+            import rfdetr.models.lwdetr  # noqa: F401
     except ImportError:
         parser.error("the comparison needs the rfdetr package: pip install 'detrx[rfdetr]'")
-    if opts.min_objects > opts.max_objects:
-        parser.error(f"--min-objects ({opts.min_objects}) must be <= --max-objects ({opts.max_objects})")
+    try:
+        build_synthetic("val", opts)
+    except ValueError as failure:
+        parser.error(f"the synthetic set's options: {failure}")
     if opts.draw_images > opts.num_val:
         parser.error(f"--draw-images ({opts.draw_images}) must be <= --num-val ({opts.num_val})")
     step = rfdetr_resolution_step(opts.rfdetr_model)
@@ -215,7 +218,7 @@ def markdown_table(report):
                      + f" | {1e3 * row['latency_median_s']:.1f} |")
     data = report["data"]
     lines += ["", f"{data['num_val']} synthetic val images {data['image_size']}x{data['image_size']} "
-              f"({data['num_classes']} classes, data seed {data['data_seed']}); {report['threads']} threads on "
+              f"({data['num_classes']} classes, data seed {data['data_seed']}); {report['threads']} thread(s) on "
               f"{report['machine']['cpu_model']}. AP/AP50/AP75: class-aware, '-' where the model's classes are not "
               "the synthetic set's; agnostic: every class one 'object' (localisation only). Latency: one image per "
               "call, preprocessing, model and postprocessing, median over the images."]

@@ -112,7 +112,7 @@ def markdown(report):
                      f"{row['steps_in_budget']} | {row['epochs_in_budget']:.2f} | "
                      f"{row['study_schedule_hours']:.2f} h |")
     study = report["study"]
-    lines += ["", f"Random weights, {report['threads']} threads on {report['machine']['cpu_model']} "
+    lines += ["", f"Random weights, {report['threads']} thread(s) on {report['machine']['cpu_model']} "
               f"(1-min load average {report['machine']['load_average_1min']} at the start); median of "
               f"{report['steps']} steps after a warm-up, optimizer step included. Epochs: of the "
               f"{study['num_train']}-image synthetic training set. Study schedule: {study['epochs']} epochs x "

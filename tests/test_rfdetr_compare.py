@@ -152,3 +152,22 @@ def test_bad_inputs_give_clear_errors(checkpoints, capsys, tmp_path):
     message = error_of(capsys, [*RUN, *out, "--allow-random", "--rfdetr-resolution", "48"])
     assert "--rfdetr-resolution must be a multiple of 32" in message
     assert not os.path.exists(tmp_path / "x.json")
+
+
+def test_step_time_reports_the_budget(tmp_path):
+    """--step-time: one timed step per case (RF-DETR at 32x32 to stay fast); what 15 minutes allow."""
+    out = str(tmp_path / "compare")
+    report = rfdetr_compare.main(["--step-time", "--steps", "1", "--rfdetr-resolution", "32", "--threads", "1",
+                                  "--out", out])
+    with open(out + "_step_time.json") as f:
+        assert json.load(f)["rows"] == json.loads(json.dumps(report["rows"]))
+    assert [(row["model"], row["batch"], row["input"]) for row in report["rows"]] == [
+        ("detrx DETR (study config)", 8, "64x64"), ("RF-DETR nano", 8, "32x32"), ("RF-DETR nano", 2, "32x32")]
+    study = report["study"]
+    assert (study["epochs"], study["steps_per_epoch"], study["images"]) == (48, 250, 96000)
+    for row in report["rows"]:
+        assert row["step_median_s"] > 0 and len(row["step_times_s"]) == 1
+        assert row["steps_in_budget"] == int(15 * 60 // row["step_median_s"])
+        assert row["study_schedule_hours"] == pytest.approx(96000 / row["batch"] * row["step_median_s"] / 3600)
+    with open(out + "_step_time.md") as f:
+        assert "| RF-DETR nano | 2 | 32x32 |" in f.read()
