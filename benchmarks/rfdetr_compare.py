@@ -112,10 +112,10 @@ def build_detectors(opts, error):
     """[DETR, DN-DETR, RF-DETR] Detectors; error(message) for a checkpoint that cannot be used."""
     names = build_synthetic("val", opts).class_names
     detectors = []
-    for name, variant, flag, path in (("detrx DETR", "detr", "--detr-checkpoint", opts.detr_checkpoint),
-                                      ("detrx DN-DETR", "dn_detr", "--dn-detr-checkpoint", opts.dn_detr_checkpoint)):
+    for variant, flag, path in (("detr", "--detr-checkpoint", opts.detr_checkpoint),
+                                ("dn_detr", "--dn-detr-checkpoint", opts.dn_detr_checkpoint)):
         try:
-            detectors.append(detrx_detector(name, path, [*DEFAULT, *VARIANTS[variant]], len(names), opts.image_size))
+            detectors.append(detrx_detector(variant, path, [*DEFAULT, *VARIANTS[variant]], len(names), opts.image_size))
         except ValueError as failure:
             error(f"{flag}: {failure}")
     try:
@@ -202,6 +202,8 @@ def side_by_side(dataset, detectors, detections, count, score_threshold, scale):
                   for d, found in zip(detectors, detections)]
         for column, cell in enumerate(cells):
             picture.paste(cell, (column * side, TITLE_HEIGHT + HEADER_HEIGHT + row * side))
+    for column in range(1, columns):  # white rules between the columns
+        pen.line([(column * side, TITLE_HEIGHT), (column * side, picture.height)], fill="white", width=2)
     return picture
 
 

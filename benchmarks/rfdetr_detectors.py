@@ -48,16 +48,17 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def detrx_detector(name, checkpoint_path, study_options, num_classes, image_size):
-    """A detrx model from a `detrx.train` checkpoint, or (checkpoint_path None) the study's model
-    (study_options: `detrx.train` options) with random weights for num_classes synthetic classes.
-    ValueError, naming the file, when the checkpoint cannot be used."""
+def detrx_detector(model_name, checkpoint_path, study_options, num_classes, image_size):
+    """A detrx model from a `detrx.train` checkpoint (named after the model it holds), or
+    (checkpoint_path None) the study's model_name ("detr", "dn_detr"; study_options: its `detrx.train`
+    options) with random weights for num_classes synthetic classes. ValueError, naming the file,
+    when the checkpoint cannot be used."""
     if checkpoint_path:
         checkpoint = load_checkpoint(checkpoint_path)
         model, postprocess, classes = build_model_from_checkpoint(checkpoint)
         transforms = build_transforms(False, checkpoint["image"]["sizes"], checkpoint["image"]["max_size"])
         weights = f"checkpoint {os.path.basename(checkpoint_path)}"
-        name = f"{name} ({checkpoint['model_options']['model']})"
+        model_name = checkpoint["model_options"]["model"]
         sizes = checkpoint["image"]["sizes"]
     else:
         args = parse_args([*study_options, "--num-classes", str(num_classes)])
@@ -69,7 +70,7 @@ def detrx_detector(name, checkpoint_path, study_options, num_classes, image_size
         weights = RANDOM_WEIGHTS
         sizes = args.sizes
     input_size = f"{image_size}x{image_size}" if not sizes else f"shorter side {max(sizes)}"
-    return Detector(name, weights, list(classes.names), input_size, count_parameters(model),
+    return Detector(f"detrx {model_name}", weights, list(classes.names), input_size, count_parameters(model),
                     lambda image: detrx_predict(model, postprocess, image, transforms))
 
 

@@ -60,7 +60,7 @@ def run(checkpoints, tmp_path_factory):
 
 def test_every_model_gets_coco_metrics(run):
     _, report = run
-    assert [row["name"] for row in report["models"]] == ["detrx DETR (detr)", "detrx DN-DETR (dn_detr)", "RF-DETR nano"]
+    assert [row["name"] for row in report["models"]] == ["detrx detr", "detrx dn_detr", "RF-DETR nano"]
     for row in report["models"]:
         for kind in ("class_aware", "agnostic"):
             stats = row["metrics"][kind]
@@ -76,11 +76,11 @@ def test_random_weights_are_labelled_everywhere(run):
     out, report = run
     weights = {row["name"]: row["weights"] for row in report["models"]}
     assert weights["RF-DETR nano"] == "random weights"
-    assert weights["detrx DETR (detr)"] == "checkpoint detr.pth"
+    assert weights["detrx detr"] == "checkpoint detr.pth"
     with open(out + ".md") as f:
         table = f.read()
     assert "| RF-DETR nano | random weights | 32x32 |" in table
-    assert "| detrx DETR (detr) | checkpoint detr.pth | 64x64 |" in table
+    assert "| detrx detr | checkpoint detr.pth | 64x64 |" in table
 
 
 def test_side_by_side_picture_size(run):
