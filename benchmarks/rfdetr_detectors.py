@@ -88,16 +88,22 @@ def rfdetr_resolution_step(variant):
 
 @contextlib.contextmanager
 def quiet_rfdetr():
-    """rfdetr logs that random weights skip DINOv2's, warns that they are less accurate than its
-    checkpoints, and scripts modules with a deprecated torch.jit: all known here."""
-    logging.getLogger("rf-detr").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    """For the block: rfdetr's log lines that random weights skip DINOv2's, its warning that they are
+    less accurate than its checkpoints, and torch.jit's deprecation warning on import: all known here."""
+    logger = logging.getLogger("rf-detr")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def check_rfdetr_checkpoint(path):
-    """ValueError unless `path` is a file rfdetr reads as a checkpoint with detection weights."""
+    """ValueError unless `path` is a file rfdetr reads as a checkpoint with detection weights; -> the
+    names of its weights."""
     from rfdetr.utilities.io import _safe_torch_load
 
     if not os.path.isfile(path):
@@ -115,6 +121,22 @@ def check_rfdetr_checkpoint(path):
     if not isinstance(weights, dict) or not any(key.endswith("class_embed.bias") for key in weights):
         raise ValueError(f"{path!r} is not an RF-DETR checkpoint: it has no 'model' weights with a class_embed "
                          "(rfdetr writes checkpoint_best_total.pth, checkpoint_best_ema.pth, rf-detr-nano.pth ...)")
+    if "model" in checkpoint:
+        return set(weights)
+    # a Lightning checkpoint keeps them under "state_dict" as "model.<name>" (or "model._orig_mod.<name>")
+    return {key[len("model."):].removeprefix("_orig_mod.") for key in weights if key.startswith("model.")}
+
+
+def check_weights_cover(model, checkpoint_keys, path, variant):
+    """ValueError when the checkpoint lacks weights of the model that rfdetr does not re-initialise
+    on purpose (head, queries): a checkpoint of another variant would load partially."""
+    from rfdetr.models.weights import _filter_intentional_keys
+
+    missing = _filter_intentional_keys([key for key in model.state_dict() if key not in checkpoint_keys
+                                        and not key.endswith("_kp_active_mask")])
+    if missing:
+        raise ValueError(f"RF-DETR checkpoint {path!r} lacks {len(missing)} weights of RF-DETR {variant} (e.g. "
+                         f"{missing[0]}): give the variant it was trained as (--rfdetr-model)")
 
 
 def rfdetr_label_names(checkpoint_names, num_classes):
@@ -144,16 +166,21 @@ def build_rfdetr(variant, resolution, checkpoint_path=None, num_classes=None):
         options["resolution"] = resolution
     if checkpoint_path is None:
         options["num_classes"] = num_classes
-    if checkpoint_path is not None:
-        check_rfdetr_checkpoint(checkpoint_path)
+    checkpoint_keys = check_rfdetr_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     with quiet_rfdetr():
         config = rfdetr_config_class(variant)(**options)
         torch.manual_seed(0)
         model = build_model_from_config(config)
-        names = []
-        if checkpoint_path is not None:
-            names = rfdetr_label_names(load_pretrain_weights(model, config), config.num_classes)
-    return model.eval(), config, names
+    if checkpoint_path is None:
+        return model.eval(), config, []
+    check_weights_cover(model, checkpoint_keys, checkpoint_path, variant)
+    try:  # rfdetr logs a warning when the checkpoint leaves weights outside the head unloaded
+        names = load_pretrain_weights(model, config)
+    except RuntimeError as error:  # weights of another shape
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"RF-DETR checkpoint {checkpoint_path!r} does not fit RF-DETR {variant} ({first_line}); "
+                         "give the variant it was trained as (--rfdetr-model)") from error
+    return model.eval(), config, rfdetr_label_names(names, config.num_classes)
 
 
 def rfdetr_detector(variant, resolution, checkpoint_path, class_names):

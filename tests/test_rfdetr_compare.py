@@ -114,8 +114,8 @@ def test_metrics_tell_class_errors_from_localisation():
 
 
 def test_rfdetr_checkpoint_names_its_classes(tmp_path):
-    """A fine-tuned RF-DETR checkpoint (class names in its args) loads with its classes; COCO-pretrained
-    weights label with COCO's category ids."""
+    """A fine-tuned RF-DETR checkpoint (class names in its args) loads with its classes, and is refused
+    as another variant's; COCO-pretrained weights label with COCO's category ids."""
     model, _, _ = build_rfdetr("nano", 32, num_classes=1)
     path = tmp_path / "checkpoint_best_ema.pth"
     torch.save({"model": model.state_dict(), "args": {"class_names": ["rectangle"], "num_classes": 1}}, path)
@@ -125,6 +125,8 @@ def test_rfdetr_checkpoint_names_its_classes(tmp_path):
     with torch.no_grad():
         found = loaded.predict(image)
     assert found["boxes"].shape[1] == 4 and float(found["boxes"].max()) <= 64
+    with pytest.raises(ValueError, match="lacks .* weights of RF-DETR small .*--rfdetr-model"):
+        rfdetr_detector("small", 32, str(path), ["rectangle"])  # Small has a third decoder layer
     coco = rfdetr_label_names([], 90)
     assert coco[1] == "person" and coco[90] == "toothbrush" and coco[0] is None and coco[12] is None
 
