@@ -1,13 +1,14 @@
-"""Draws detections (boxes, class names, scores) on an image and saves it as PNG."""
+"""Draws detections (boxes, class names, scores) on an image: as a PIL image, or saved as PNG."""
 from PIL import Image, ImageDraw
 
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230))
 
 
-def draw_detections(image, detections, class_names, path, score_threshold=0.5, scale=1):
-    """image uint8 array [H, W, 3]; detections {"boxes" [D, 4] xyxy pixels, "scores", "labels"};
-    writes `path` (upscaled by `scale` so small images stay readable) and returns it."""
+def render_detections(image, detections, class_names, score_threshold=0.5, scale=1):
+    """image uint8 array [H, W, 3]; detections {"boxes" [D, 4] xyxy pixels, "scores", "labels"} ->
+    an RGB PIL image upscaled by `scale` (so small images stay readable) with the boxes above
+    score_threshold drawn. A label outside class_names is drawn as its number."""
     if score_threshold < 0 or score_threshold > 1:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
     canvas = Image.fromarray(image).convert("RGB")
@@ -20,6 +21,12 @@ def draw_detections(image, detections, class_names, path, score_threshold=0.5, s
         colour = PALETTE[label % len(PALETTE)]
         x0, y0, x1, y1 = (v * scale for v in box)
         pen.rectangle([x0, y0, x1, y1], outline=colour, width=2)
-        pen.text((x0 + 2, max(y0 - 11, 0)), f"{class_names[label]} {score:.2f}", fill=colour)
-    canvas.save(path)
+        name = class_names[label] if 0 <= label < len(class_names) else str(label)
+        pen.text((x0 + 2, max(y0 - 11, 0)), f"{name} {score:.2f}", fill=colour)
+    return canvas
+
+
+def draw_detections(image, detections, class_names, path, score_threshold=0.5, scale=1):
+    """render_detections, written to `path` as PNG; returns the path."""
+    render_detections(image, detections, class_names, score_threshold, scale).save(path)
     return path
