@@ -146,3 +146,25 @@ def native_stderr_silenced():
             os.dup2(saved, 2)
             os.close(saved)
 
+
+
+def use_reference(model, flag):
+    """Sets `use_reference` on every `detrx.nn.MSDeformAttn` of `model`: True runs the grid_sample
+    reference, False detrx's compiled op."""
+    from detrx.nn import MSDeformAttn
+
+    for module in model.modules():
+        if isinstance(module, MSDeformAttn):
+            module.use_reference = flag
+
+
+def markdown_table(rows, columns):
+    """format_table's table as GitHub markdown; columns whose cells all start with a digit (or are
+    missing) are right-aligned."""
+    cells = [[format(row[key], spec) if row.get(key) is not None else "-" for _, key, spec in columns]
+             for row in rows]
+    numeric = [all(line[i][:1].isdigit() or line[i] == "-" for line in cells) for i in range(len(columns))]
+    lines = ["| " + " | ".join(header for header, _, _ in columns) + " |",
+             "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
+    lines += ["| " + " | ".join(line) + " |" for line in cells]
+    return "\n".join(lines)

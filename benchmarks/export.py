@@ -7,7 +7,7 @@ onnxruntime, in one process.
 Models (random weights, the paper's MSDA initialisation, eval mode, batch 1):
 - "study": the convergence study's Deformable DETR (benchmarks/convergence.py DEFAULT: d_model 64,
   4 heads, 3 levels, 1 encoder and 3 decoder layers, 8 queries);
-- "d256": a paper-width one (convergence.py STEP_WIDE: d_model 256, 8 heads, 4 levels, 4 points,
+- "d256": a paper-width one (train_step.py PAPER_WIDTH_CONFIG: d_model 256, 8 heads, 4 levels, 4 points,
   2 encoder and 2 decoder layers, 100 queries).
 Each model is exported once with dynamic batch/height/width and run at every size. Timings
 alternate between the three implementations (benchmarks/common.time_interleaved); the table gives
@@ -30,15 +30,15 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from attn_inputs import CASES, make_inputs  # noqa: E402
-from common import describe_machine, format_table, time_interleaved, write_json  # noqa: E402
-from convergence import DEFAULT, STEP_WIDE  # noqa: E402
+from common import describe_machine, format_table, time_interleaved, use_reference, write_json  # noqa: E402
+from convergence import DEFAULT  # noqa: E402
+from train_step import PAPER_WIDTH_CONFIG  # noqa: E402
 
 from detrx.engine.config import parse_args  # noqa: E402
 from detrx.models import build_model  # noqa: E402
-from detrx.nn import MSDeformAttn  # noqa: E402
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference  # noqa: E402
 
-MODELS = {"study": DEFAULT, "d256": DEFAULT + STEP_WIDE}  # later options win
+MODELS = {"study": DEFAULT, "d256": DEFAULT + PAPER_WIDTH_CONFIG}  # later options win
 EXPORT_SIZE = (256, 256)  # every level at least 2 x 2, so no axis is fixed to 1
 
 
@@ -46,12 +46,6 @@ def build(config):
     torch.manual_seed(0)
     model, _, _ = build_model(parse_args(["--model", "deformable_detr", *config]))
     return model.eval()
-
-
-def use_reference(model, flag):
-    for module in model.modules():
-        if isinstance(module, MSDeformAttn):
-            module.use_reference = flag
 
 
 def export(module, path):
