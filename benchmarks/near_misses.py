@@ -10,16 +10,14 @@ boxes) next to the epoch's val AP, AP50 and AP75. Writes to --out:
     near_misses.json / near_misses.md   the curves, and a table at --table-epochs (mean [min, max] over seeds)
     near_misses.png                     each quantity over epochs, every variant and seed
 """
-import argparse
 import json
 import os
 
 import numpy as np
 
 from detrx.engine.error_types import ERROR_TYPES, error_types_per_image
-from study_predictions import DEFAULT_RUNS, load_run
+from study_predictions import load_run, parse_study_args, save_figure, study_parser
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AP_KEYS = ("AP", "AP50", "AP75")
 
 
@@ -69,27 +67,18 @@ def plot(result, path):
         ax.set_title(key if key in ("AP", "AP50", "AP75") else f"{key} per image", fontsize=9)
         ax.set_xlabel("epoch")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=DEFAULT_RUNS, help="the runs folder of a convergence.py study")
-    parser.add_argument("--variants", default="dn_detr,dn_detr_contrastive")
-    parser.add_argument("--seeds", default="0,1")
+    parser = study_parser(__doc__, "dn_detr,dn_detr_contrastive")
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--table-epochs", default="4,12,24,40,48", help="epochs of the markdown table")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-    opts = parser.parse_args(argv)
-    import matplotlib
-    matplotlib.use("Agg")
-    variants, seeds = opts.variants.split(","), [int(s) for s in opts.seeds.split(",")]
+    opts = parse_study_args(parser, argv)
+    variants, seeds = opts.variants, opts.seeds
     result = curves(opts.runs, variants, seeds, opts.score_threshold)
     last = min(curve["epochs"][-1] for per_seed in result.values() for curve in per_seed.values())
     table_epochs = [e for e in (int(e) for e in opts.table_epochs.split(",")) if e <= last]
-    os.makedirs(opts.out, exist_ok=True)
     prefix = os.path.join(opts.out, "near_misses")
     plot(result, prefix + ".png")
     table = markdown_table(result, table_epochs, opts.score_threshold)

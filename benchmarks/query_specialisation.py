@@ -19,7 +19,6 @@ too. Writes to --out:
     query_specialisation_slots.png         one panel per slot at the last epoch (first seed): all its
                                            predictions' centres, coloured by box shape as in DETR's paper
 """
-import argparse
 import json
 import os
 
@@ -27,9 +26,8 @@ import numpy as np
 
 from detrx.engine.error_types import prediction_types
 from detrx.engine.query_specialisation import specialisation
-from study_predictions import DEFAULT_RUNS, load_run
+from study_predictions import load_run, parse_study_args, save_figure, study_parser
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORE_THRESHOLD, GRID = 0.3, 3
 MIN_RECALL, WINDOW = 0.5, 3
 
@@ -118,9 +116,7 @@ def plot_curves(result, levels, path):
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_scatter(runs_dir, variants, seed, show_epochs, path):
@@ -149,9 +145,7 @@ def plot_scatter(runs_dir, variants, seed, show_epochs, path):
             ax.set_title(f"{variant}, epoch {epoch} ({hit.sum()} hits of {len(slot)})", fontsize=8)
     fig.suptitle(f"centres of confident predictions (score >= {SCORE_THRESHOLD}) on every val image, coloured by "
                  f"query slot; solid: hits, faint: the others; x: a slot's mean centre (seed {seed})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_slots(runs_dir, variants, seed, path):
@@ -174,28 +168,19 @@ def plot_slots(runs_dir, variants, seed, path):
             ax.set_title(f"{variant} slot {q}", fontsize=6)
     fig.suptitle(f"every val prediction of each slot at epoch {int(records[0]['epochs'][-1]) + 1} (seed {seed}); "
                  "green: small boxes (area < 4% of the image), red: large and wide, blue: large and tall", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=DEFAULT_RUNS, help="the runs folder of a convergence.py study")
-    parser.add_argument("--variants", default="detr,dn_detr", help="comma list of variants (ce models)")
-    parser.add_argument("--seeds", default="0,1")
+    parser = study_parser(__doc__, "detr,dn_detr")
     parser.add_argument("--levels", default="0.25,0.3", help="specialisation levels to report the first epoch of")
     parser.add_argument("--show-epochs", default="1,2,4,8,16,48", help="epochs of the scatter figure")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-    opts = parser.parse_args(argv)
-    import matplotlib
-    matplotlib.use("Agg")
-    variants, seeds = opts.variants.split(","), [int(s) for s in opts.seeds.split(",")]
+    opts = parse_study_args(parser, argv)
+    variants, seeds = opts.variants, opts.seeds
     levels = [float(v) for v in opts.levels.split(",")]
     result = curves(opts.runs, variants, seeds)
     reach = {variant: {seed: {str(level): first_epoch_at(curve, level) for level in levels}
                        for seed, curve in per_seed.items()} for variant, per_seed in result.items()}
-    os.makedirs(opts.out, exist_ok=True)
     prefix = os.path.join(opts.out, "query_specialisation")
     plot_curves(result, levels, prefix + "_curve.png")
     plot_scatter(opts.runs, variants, seeds[0], [int(e) for e in opts.show_epochs.split(",")], prefix + "_scatter.png")

@@ -10,6 +10,7 @@ A run's record (`<run dir>/predictions.npz`):
     gt_boxes    float  [V, G, 4]     normalised (cx, cy, w, h), zero-padded to G
     gt_labels   int    [V, G]        -1 at padding
 """
+import argparse
 import json
 import os
 
@@ -63,6 +64,38 @@ class PredictionRecorder:
 
 
 DEFAULT_RUNS = "/tmp/detrx_convergence/convergence_detr_contrastive_deformable_cross/runs"
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def study_parser(description, default_variants):
+    """The options of every analysis of a study's runs: --runs, --variants, --seeds, --out."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help="the runs folder of a convergence.py study")
+    parser.add_argument("--variants", default=default_variants, help="comma list of the study's variants")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--out", default=RESULTS, help="folder of the JSON, tables and figures")
+    return parser
+
+
+def parse_study_args(parser, argv=None):
+    """Parses study_parser's options: variants and seeds as lists, the output folder created, and
+    matplotlib set to write files only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    opts = parser.parse_args(argv)
+    opts.variants, opts.seeds = opts.variants.split(","), [int(s) for s in opts.seeds.split(",")]
+    os.makedirs(opts.out, exist_ok=True)
+    return opts
+
+
+def save_figure(fig, path):
+    """Lays out, writes (PNG) and closes a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def load_run(runs_dir, variant, seed):
