@@ -4,8 +4,10 @@
 #
 #   OUT=/some/dir bash benchmarks/device_check.sh
 #
+# The step logs go to a scratch folder and, after every step, into $OUT/device_check.tgz (a lent
+# machine hands back only a few files: one archive carries them all, even if the run is cut short).
 # Each step has its own time limit (seconds, below), cut further so that the whole script ends
-# within 8 minutes; a failing or timed-out step is recorded in $OUT/steps.txt and the next one runs.
+# within 8 minutes; a failing or timed-out step is recorded in steps.txt and the next one runs.
 #   machine 15 | build 140 | build_info 10 | cuda_tests 150 | memcheck 35 | synccheck 20 |
 #   initcheck 30 | model_tests 30 | attn_float32 25 | dn 10 | ncu 15  = 480
 # Sanitizers run with PYTORCH_NO_CUDA_MEMORY_CACHING=1: with PyTorch's caching allocator an
@@ -15,14 +17,16 @@
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 cd "$(dirname "$0")/.."
+LOGS=$(mktemp -d)
 mkdir -p "$OUT"
+mkdir -p "$LOGS"
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16
 export PATH="$CUDA_HOME/bin:$PATH" PYTHONUNBUFFERED=1
-status="$OUT/steps.txt"
+status="$LOGS/steps.txt"
 : > "$status"
 deadline=$((SECONDS + 480))
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to $OUT/NAME.txt as it comes
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to NAME.txt as it comes
   local name=$1 limit=$2; shift 2
   local left=$((deadline - SECONDS))
   if [ "$left" -lt 5 ]; then
@@ -32,9 +36,10 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to $OUT/
   [ "$limit" -gt "$left" ] && limit=$left
   local start=$SECONDS
   # SIGINT first: pytest then still prints its summary and writes its JUnit XML.
-  timeout --signal=INT --kill-after=5 "$limit" "$@" > "$OUT/$name.txt" 2>&1
+  timeout --signal=INT --kill-after=5 "$limit" "$@" > "$LOGS/$name.txt" 2>&1
   local rc=$?
   echo "$name rc=$rc seconds=$((SECONDS - start)) limit=$limit$([ $rc -eq 124 ] && echo ' TIMED OUT')" | tee -a "$status"
+  tar -czf "$OUT/device_check.tgz" -C "$LOGS" .
 }
 
 sanitize() {  # sanitize TOOL: the command line of compute-sanitizer on the small smoke run
@@ -43,18 +48,18 @@ sanitize() {  # sanitize TOOL: the command line of compute-sanitizer on the smal
 }
 
 step machine 15 bash -c 'nvidia-smi; python -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; nvcc --version'
-step build 140 pip install -e . --no-build-isolation --no-deps -v
+step build 140 python -m pip install -e . --no-build-isolation --no-deps -v
 step build_info 10 python -c "import detrx, json; print(json.dumps(detrx.build_info(), indent=1))"
 # The CUDA tests alone first, verbose with skip reasons; the JUnit XML and the log fill as tests end.
 step cuda_tests 150 python -m pytest -v -rs -p no:cacheprovider -k cuda tests \
-  --junitxml="$OUT/cuda_tests.xml" -o junit_logging=all
+  --junitxml="$LOGS/cuda_tests.xml" -o junit_logging=all
 step memcheck 35 $(sanitize memcheck)
 step synccheck 20 $(sanitize synccheck)
 step initcheck 30 $(sanitize initcheck)
 step model_tests 30 python -m pytest -v -rs -p no:cacheprovider -k "not cuda" \
-  tests/test_models.py tests/test_models_two_stage.py tests/test_train.py --junitxml="$OUT/model_tests.xml"
-step attn_float32 25 python benchmarks/attn.py --device cuda --dtype float32 --json "$OUT/attn_cuda_float32.json"
-step dn 10 python benchmarks/dn.py --device cuda --quick --json "$OUT/dn_cuda.json"
+  tests/test_models.py tests/test_models_two_stage.py tests/test_train.py --junitxml="$LOGS/model_tests.xml"
+step attn_float32 25 python benchmarks/attn.py --device cuda --dtype float32 --json "$LOGS/attn_cuda_float32.json"
+step dn 10 python benchmarks/dn.py --device cuda --quick --json "$LOGS/dn_cuda.json"
 step ncu 15 ncu --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis \
   -k "regex:(forward_kernel|backward_kernel)" -c 2 python benchmarks/device_smoke.py --standard
 cat "$status"

@@ -3,35 +3,34 @@
 // For each sampling point i of a query (over `heads` heads, L levels, P points) and each corner c
 // (top-left, top-right, bottom-left, bottom-right) it gives whether the pixel lies inside its map,
 // its bilinear weight (0 outside), that weight times the point's attention weight, and the row of
-// value (index into S) that the corner reads. It is the
-// math of bilinear_footprint() (bilinear_sampling.h, used by the CUDA kernels) written with at::vec,
-// 8 or 16 points at a time, with the same rounding of the pixel coordinate (pixel_coordinate())
-// and the same test of whether a point touches its map; the CPU-vs-grid_sample tests check it.
+// value (index into S) that the corner reads. It is the math of bilinear_footprint()
+// (bilinear_sampling.h, used by the CUDA kernels) written with cpu_simd.h, 4 to 16 points at a
+// time, with the same rounding of the pixel coordinate (pixel_coordinate()) and the same test of
+// whether a point touches its map; the CPU-vs-grid_sample tests check it.
 #pragma once
 
-#include "cpu_vec.h"
+#include "cpu_simd.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <tuple>
 #include <type_traits>
 #include <vector>
 
-#include "ms_deform_attn/ms_deform_attn_checks.h"
+#include "ms_deform_attn/ms_deform_attn_sizes.h"
 
 namespace detrx {
 
 template <typename acc_t>
 class QueryTaps {
-  using Vec = at::vec::Vectorized<acc_t>;
-  using index_t = at::vec::int_same_size_t<acc_t>;  // int32 for float (callers check S < 2^31)
-  using IndexVec = at::vec::Vectorized<index_t>;
+  using Vec = simd::Vec<acc_t>;
+  using Mask = simd::Mask<acc_t>;
+  using index_t = std::remove_reference_t<decltype(Mask{}[0])>;  // int32 for float (callers check S < 2^31)
+  static constexpr int kLanes = simd::kLanes<acc_t>;
 
  public:
   QueryTaps(const MSDeformAttnSizes& sz, int64_t heads, const int64_t* spatial_shapes, const int64_t* level_start)
       : samples_(heads * sz.levels * sz.points),
-        padded_((samples_ + Vec::size() - 1) / Vec::size() * Vec::size()),
+        padded_((samples_ + kLanes - 1) / kLanes * kLanes),
         width_(padded_, acc_t(0)), height_(padded_, acc_t(0)),  // padding: a 0 x 0 map, never touched
         width_i_(padded_, 0), start_(padded_, 0),
         attention_(padded_), frac_x_(padded_), frac_y_(padded_) {
@@ -51,44 +50,42 @@ class QueryTaps {
   }
 
   // loc: [samples, 2] normalised (x, y); attention: [samples].
-  template <typename scalar_t>
-  void compute(const scalar_t* loc, const scalar_t* attention) {
-    const Vec zero(acc_t(0)), one(acc_t(1)), minus_one(acc_t(-1)), outside(acc_t(-2));
-    for (int64_t i = 0; i < padded_; i += Vec::size()) {
-      const int64_t n = std::min<int64_t>(Vec::size(), samples_ - i);
+  template <typename loc_t>
+  void compute(const loc_t* loc, const loc_t* attention) {
+    const Vec zero = simd::broadcast(acc_t(0)), one = simd::broadcast(acc_t(1));
+    const Vec minus_one = simd::broadcast(acc_t(-1)), outside = simd::broadcast(acc_t(-2));
+    for (int64_t i = 0; i < padded_; i += kLanes) {
+      const int64_t n = std::min<int64_t>(kLanes, samples_ - i);
       Vec loc_x, loc_y;
       load_locations(loc + 2 * i, n, &loc_x, &loc_y);
       const Vec a = load(attention + i, n);
-      a.store(&attention_[i]);
-      const Vec width = Vec::loadu(&width_[i]), height = Vec::loadu(&height_[i]);
+      simd::store(&attention_[i], a);
+      const Vec width = simd::load<Vec>(&width_[i]), height = simd::load<Vec>(&height_[i]);
       Vec x = pixel_coordinates(loc_x, width);  // align_corners=False
       Vec y = pixel_coordinates(loc_y, height);
       // Touches the map from -1 on (there the pixel at 0 has weight 0); false for NaN and infinities.
-      const Vec touches = (x >= minus_one) & (x < width) & (y >= minus_one) & (y < height);
-      x = Vec::blendv(outside, x, touches);
-      y = Vec::blendv(outside, y, touches);
-      const Vec x0 = x.floor(), y0 = y.floor();
+      const Mask touches = (x >= minus_one) & (x < width) & (y >= minus_one) & (y < height);
+      x = touches ? x : outside;  // now in [-2, size): floor_small is exact
+      y = touches ? y : outside;
+      const Vec x0 = simd::floor_small(x), y0 = simd::floor_small(y);
       const Vec fx = x - x0, fy = y - y0;
-      fx.store(&frac_x_[i]);
-      fy.store(&frac_y_[i]);
+      simd::store(&frac_x_[i], fx);
+      simd::store(&frac_y_[i], fy);
       const Vec hx = one - fx, hy = one - fy;
-      const Vec in_x0 = x0 >= zero, in_x1 = (x0 + one) < width;
-      const Vec in_y0 = y0 >= zero, in_y1 = (y0 + one) < height;
-      const Vec inside[4] = {touches & in_x0 & in_y0, touches & in_x1 & in_y0,
-                             touches & in_x0 & in_y1, touches & in_x1 & in_y1};
+      const Mask in_x0 = x0 >= zero, in_x1 = (x0 + one) < width;
+      const Mask in_y0 = y0 >= zero, in_y1 = (y0 + one) < height;
+      const Mask inside[4] = {touches & in_x0 & in_y0, touches & in_x1 & in_y0,
+                              touches & in_x0 & in_y1, touches & in_x1 & in_y1};
       const Vec weight[4] = {hy * hx, hy * fx, fy * hx, fy * fx};
+      const Mask width_i = simd::load<Mask>(&width_i_[i]);
+      const Mask top_left = simd::load<Mask>(&start_[i]) + simd::truncate_to_int(y0) * width_i +
+                            simd::truncate_to_int(x0);
+      const Mask row[4] = {top_left, top_left + 1, top_left + width_i, top_left + width_i + 1};
       for (int c = 0; c < 4; ++c) {
-        (inside[c] & one).store(&inside_[c][i]);
-        (weight[c] & inside[c]).store(&weight_[c][i]);
-      }
-      const IndexVec width_i = IndexVec::loadu(&width_i_[i]);
-      const IndexVec top_left = IndexVec::loadu(&start_[i]) + at::vec::convert_to_int_of_same_size(y0) * width_i +
-                                at::vec::convert_to_int_of_same_size(x0);
-      const IndexVec one_i(index_t(1));
-      const IndexVec row[4] = {top_left, top_left + one_i, top_left + width_i, top_left + width_i + one_i};
-      for (int c = 0; c < 4; ++c) {
-        (a * weight[c] & inside[c]).store(&tap_weight_[c][i]);
-        row[c].store(&row_[c][i]);
+        simd::store(&inside_[c][i], simd::keep(one, inside[c]));
+        simd::store(&weight_[c][i], simd::keep(weight[c], inside[c]));
+        simd::store(&tap_weight_[c][i], simd::keep(a * weight[c], inside[c]));
+        simd::store(&row_[c][i], row[c]);
       }
     }
   }
@@ -104,44 +101,30 @@ class QueryTaps {
   int64_t corner_row(int c, int64_t i) const { return static_cast<int64_t>(row_[c][i]); }
 
  private:
-  // a * b + c with one rounding: an FMA instruction where at::vec has one (AVX2, AVX-512), else
-  // std::fma on each lane (at::vec's generic fmadd is a * b + c, rounded twice).
-  static Vec fused_multiply_add(const Vec& a, const Vec& b, const Vec& c) {
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-    return at::vec::fmadd(a, b, c);
-#else
-    acc_t la[Vec::size()], lb[Vec::size()], lc[Vec::size()];
-    a.store(la);
-    b.store(lb);
-    c.store(lc);
-    for (int k = 0; k < Vec::size(); ++k) la[k] = std::fma(la[k], lb[k], lc[k]);
-    return Vec::loadu(la);
-#endif
-  }
-
   // pixel_coordinate() of bilinear_sampling.h for a vector of locations on axes of the given sizes.
   static Vec pixel_coordinates(const Vec& loc, const Vec& size) {
-    const Vec one(acc_t(1));
-    const Vec grid = Vec(acc_t(2)) * loc - one;
-    return fused_multiply_add(grid + one, size, Vec(acc_t(-1))) * Vec(acc_t(0.5));
+    const Vec one = simd::broadcast(acc_t(1));
+    const Vec grid = simd::broadcast(acc_t(2)) * loc - one;
+    return simd::fused_multiply_add(grid + one, size, simd::broadcast(acc_t(-1))) * simd::broadcast(acc_t(0.5));
   }
 
-  template <typename scalar_t>
-  static Vec load(const scalar_t* p, int64_t n) {
-    if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      return n == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, n);
+  // n values from p (n <= kLanes), converted to acc_t; the other lanes are zero.
+  template <typename loc_t>
+  static Vec load(const loc_t* p, int64_t n) {
+    if constexpr (std::is_same_v<loc_t, acc_t>) {
+      return n == kLanes ? simd::load<Vec>(p) : simd::load_partial<Vec>(p, n, sizeof(acc_t));
     } else {  // float16 / bfloat16 -> float32
-      acc_t buffer[Vec::size()] = {};
+      acc_t buffer[kLanes] = {};
       for (int64_t k = 0; k < n; ++k) buffer[k] = static_cast<acc_t>(p[k]);
-      return Vec::loadu(buffer);
+      return simd::load<Vec>(buffer);
     }
   }
 
-  template <typename scalar_t>
-  static void load_locations(const scalar_t* loc, int64_t n, Vec* x, Vec* y) {
-    const Vec first = load(loc, std::min<int64_t>(2 * n, Vec::size()));
-    const Vec second = load(loc + Vec::size(), std::max<int64_t>(0, 2 * n - Vec::size()));
-    std::tie(*x, *y) = at::vec::deinterleave2(first, second);
+  template <typename loc_t>
+  static void load_locations(const loc_t* loc, int64_t n, Vec* x, Vec* y) {
+    const Vec first = load(loc, std::min<int64_t>(2 * n, kLanes));
+    const Vec second = load(loc + kLanes, std::max<int64_t>(0, 2 * n - kLanes));
+    simd::deinterleave(first, second, x, y);
   }
 
   int64_t samples_, padded_;

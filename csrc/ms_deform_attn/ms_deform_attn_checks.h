@@ -17,17 +17,9 @@
 #include <utility>
 #include <vector>
 
-namespace detrx {
+#include "ms_deform_attn/ms_deform_attn_sizes.h"
 
-struct MSDeformAttnSizes {
-  int64_t batch;     // N
-  int64_t values;    // S = sum of H_l * W_l
-  int64_t heads;     // M
-  int64_t channels;  // D
-  int64_t queries;   // Lq
-  int64_t levels;    // L
-  int64_t points;    // P
-};
+namespace detrx {
 
 // The host-side level shapes: 2L non-negative sizes whose areas sum to S.
 inline void check_spatial_shapes_hw(at::IntArrayRef hw, int64_t levels, int64_t values) {

@@ -1,0 +1,188 @@
+// Fixed-width SIMD vectors for the per-level CPU kernel copies (cpu_levels.h), built on the
+// compiler's vector extensions (GCC; Clang has them too) at the widest width the copy's flags
+// allow: 64 bytes with AVX-512, 32 with AVX2, 16 otherwise (SSE2 on x86-64, NEON on ARM).
+//
+// Header-only and free of ATen and of any library: the kernels' core is written on it, so the same
+// compiled code runs behind the torch op and behind the OpenVINO extension.
+//
+// Vec<T> (T = float or double) is a plain vector type: +, -, * and
+// comparisons work lane by lane; a comparison gives a Mask<T> (all ones where true), and
+// `mask ? a : b` selects lanes. The functions below add what the operators lack.
+#pragma once
+
+#include "cpu_levels.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define DETRX_SIMD_AVX512
+#elif defined(__AVX2__) && defined(__FMA__)
+#define DETRX_SIMD_AVX2
+#endif
+
+#ifndef DETRX_CPU_LEVEL
+#error "cpu_simd.h belongs to the per-level *_cpu.cpp kernels: compile them with -DDETRX_CPU_LEVEL=<level> (setup.py)"
+#endif
+#define DETRX_CPU_LEVEL_IS_default 0
+#define DETRX_CPU_LEVEL_IS_avx2 2
+#define DETRX_CPU_LEVEL_IS_avx512 3
+#define DETRX_CPU_LEVEL_IS_native 1
+#define DETRX_CPU_LEVEL_ID DETRX_PASTE(DETRX_CPU_LEVEL_IS_, DETRX_CPU_LEVEL)
+// Each copy must get the vectors of its level: catch a level compiled without its flags.
+#if DETRX_CPU_LEVEL_ID == 3 && !defined(DETRX_SIMD_AVX512)
+#error "the avx512 copy needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma"
+#elif DETRX_CPU_LEVEL_ID == 2 && !defined(DETRX_SIMD_AVX2)
+#error "the avx2 copy needs -mavx2 -mfma"
+#elif DETRX_CPU_LEVEL_ID == 0 && (defined(DETRX_SIMD_AVX2) || defined(DETRX_SIMD_AVX512))
+#error "the default copy must be compiled for the baseline instruction set (no -march, -mavx2 or -mavx512f)"
+#endif
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#if defined(DETRX_SIMD_AVX512) || defined(DETRX_SIMD_AVX2)
+#include <immintrin.h>
+#endif
+
+namespace detrx {
+namespace simd {
+
+#if defined(DETRX_SIMD_AVX512)
+constexpr int kBytes = 64;
+#elif defined(DETRX_SIMD_AVX2)
+constexpr int kBytes = 32;
+#else
+constexpr int kBytes = 16;
+#endif
+
+template <typename T>
+struct VectorTypes;
+template <>
+struct VectorTypes<float> {
+  typedef float vec __attribute__((vector_size(kBytes)));
+  typedef int32_t mask __attribute__((vector_size(kBytes)));
+};
+template <>
+struct VectorTypes<double> {
+  typedef double vec __attribute__((vector_size(kBytes)));
+  typedef int64_t mask __attribute__((vector_size(kBytes)));
+};
+
+template <typename T>
+using Vec = typename VectorTypes<T>::vec;
+template <typename T>
+using Mask = typename VectorTypes<T>::mask;  // also the integer vector of T's lane width
+template <typename T>
+constexpr int kLanes = kBytes / static_cast<int>(sizeof(T));
+// The lane type of a vector type V.
+template <typename V>
+using LaneOf = std::remove_cv_t<std::remove_reference_t<decltype(std::declval<V>()[0])>>;
+
+template <typename V>
+inline V load(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+// The first n lanes from p, the rest zero.
+template <typename V>
+inline V load_partial(const void* p, int64_t n, size_t lane_bytes) {
+  V v = {};
+  std::memcpy(&v, p, static_cast<size_t>(n) * lane_bytes);
+  return v;
+}
+
+template <typename V>
+inline void store(void* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+template <typename T>
+inline Vec<T> broadcast(T x) {
+  Vec<T> v;
+  for (int k = 0; k < kLanes<T>; ++k) v[k] = x;
+  return v;
+}
+
+// Lanes of a where the mask is set, else zero (bits: also right for NaN and infinities).
+template <typename V>
+inline V keep(const V& a, const Mask<LaneOf<V>>& mask) {
+  return (V)((Mask<LaneOf<V>>)a & mask);
+}
+
+// a * b + c with one rounding: an FMA instruction where the level has one, else std::fma per lane.
+inline Vec<float> fused_multiply_add(const Vec<float>& a, const Vec<float>& b, const Vec<float>& c) {
+#if defined(DETRX_SIMD_AVX512)
+  return _mm512_fmadd_ps(a, b, c);
+#elif defined(DETRX_SIMD_AVX2)
+  return _mm256_fmadd_ps(a, b, c);
+#else
+  Vec<float> r;
+  for (int k = 0; k < kLanes<float>; ++k) r[k] = std::fma(a[k], b[k], c[k]);
+  return r;
+#endif
+}
+
+inline Vec<double> fused_multiply_add(const Vec<double>& a, const Vec<double>& b, const Vec<double>& c) {
+#if defined(DETRX_SIMD_AVX512)
+  return _mm512_fmadd_pd(a, b, c);
+#elif defined(DETRX_SIMD_AVX2)
+  return _mm256_fmadd_pd(a, b, c);
+#else
+  Vec<double> r;
+  for (int k = 0; k < kLanes<double>; ++k) r[k] = std::fma(a[k], b[k], c[k]);
+  return r;
+#endif
+}
+
+// a * b + c for sums whose rounding is free: one FMA instruction where the level has one, else a
+// multiply and an add (a per-lane std::fma would be a library call per lane).
+template <typename V>
+inline V multiply_add(const V& a, const V& b, const V& c) {
+#if defined(DETRX_SIMD_AVX512) || defined(DETRX_SIMD_AVX2)
+  return fused_multiply_add(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// The integer lanes of v rounded towards zero; v's lanes must fit the integer type.
+template <typename V>
+inline Mask<LaneOf<V>> truncate_to_int(const V& v) {
+  return __builtin_convertvector(v, Mask<LaneOf<V>>);
+}
+
+// floor of each lane, for lanes of magnitude below 2^31 (float) or 2^63 (double): exact there.
+template <typename V>
+inline V floor_small(const V& v) {
+  const V truncated = __builtin_convertvector(truncate_to_int(v), V);
+  return truncated - keep(broadcast(LaneOf<V>(1)), truncated > v);  // negative non-integers went up by one
+}
+
+// (x, y) pairs at p (2 * kLanes values) split into the x lanes and the y lanes.
+template <typename V>
+inline void deinterleave(const V& first, const V& second, V* x, V* y) {
+  Mask<LaneOf<V>> even, odd;
+  for (int k = 0; k < kLanes<LaneOf<V>>; ++k) {
+    even[k] = 2 * k;
+    odd[k] = 2 * k + 1;
+  }
+  *x = __builtin_shuffle(first, second, even);
+  *y = __builtin_shuffle(first, second, odd);
+}
+
+// Sum of the lanes, added pairwise (halves first).
+template <typename V>
+inline LaneOf<V> reduce_add(const V& v) {
+  LaneOf<V> lanes[kLanes<LaneOf<V>>];
+  store(lanes, v);
+  for (int width = kLanes<LaneOf<V>> / 2; width >= 1; width /= 2) {
+    for (int k = 0; k < width; ++k) lanes[k] += lanes[k + width];
+  }
+  return lanes[0];
+}
+
+}  // namespace simd
+}  // namespace detrx
