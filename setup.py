@@ -14,6 +14,13 @@ copies is compiled for the baseline, so the library loads and chooses on any x86
 DETRX_NATIVE=1 builds one copy, and everything else, with -march=native instead (the fastest
 kernels for the building machine, which may not run on another).
 
+OpenVINO. When the openvino package is importable at build time (it is a build requirement, so it is
+in pip's build environment) and DETRX_OPENVINO is not 0, a second library is built:
+detrx/openvino/libdetrx_openvino.so, OpenVINO's extension with the operation
+detrx.MultiScaleDeformableAttention (csrc/openvino/). It compiles the same kernel header as the torch
+op, in its own per-level copies, and links OpenVINO's runtime and TBB only, never torch: a deployed
+model loads it in a process without PyTorch.
+
 How the per-level flags are applied: setuptools compiles all sources of an Extension with the same
 flags, so the copies are not in `sources`. BuildExtensionWithCpuLevels.build_extension compiles
 them first through the same compiler object (torch's ninja wrapper, with all of torch's flags),
@@ -36,7 +43,7 @@ import subprocess
 import warnings
 
 import torch
-from setuptools import setup
+from setuptools import Extension, setup
 from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -141,7 +148,13 @@ def _isolation_flags(level):
 
 
 class BuildExtensionWithCpuLevels(cpp_extension.BuildExtension):
-    """torch's BuildExtension, plus one compiled copy of the CPU kernel files per CPU level."""
+    """torch's BuildExtension, plus one compiled copy of the CPU kernel files per CPU level, and the
+    OpenVINO library named as OpenVINO's extensions are (lib*.so), not as a Python module."""
+
+    def get_ext_filename(self, ext_name):
+        if ext_name.split(".")[-1] == OPENVINO_LIBRARY.split(".")[-1]:  # setuptools asks by full and by short name
+            return os.path.join(*ext_name.split(".")) + ".so"
+        return super().get_ext_filename(ext_name)
 
     def build_extension(self, ext):
         objects = []
@@ -157,6 +170,36 @@ class BuildExtensionWithCpuLevels(cpp_extension.BuildExtension):
             objects += level_objects
         ext.extra_objects = ext.base_extra_objects + objects
         super().build_extension(ext)
+
+
+OPENVINO_LIBRARY = "detrx.openvino.libdetrx_openvino"
+
+
+def _openvino_extension(level_flags, levels_macro):
+    """OpenVINO's extension library, when openvino (with its C++ headers) is importable; else None."""
+    if os.environ.get("DETRX_OPENVINO", "1").lower() in ("0", "false", "no"):
+        return None
+    try:
+        import openvino
+    except ImportError:
+        return None
+    root = os.path.dirname(openvino.__file__)
+    include, libs = os.path.join(root, "include"), os.path.join(root, "libs")
+    runtime = sorted(glob.glob(os.path.join(libs, "libopenvino.so.*")))
+    tbb = sorted(glob.glob(os.path.join(libs, "libtbb.so.*")))
+    if not os.path.exists(os.path.join(include, "openvino", "openvino.hpp")) or not runtime or not tbb:
+        warnings.warn(f"openvino at {root} has no C++ headers or libraries: its extension is not built")
+        return None
+    extension = Extension(
+        OPENVINO_LIBRARY, ["csrc/openvino/extension.cpp", "csrc/openvino/ms_deform_attn_op.cpp"],
+        include_dirs=[os.path.join(ROOT, "csrc"), include], define_macros=[(levels_macro, None)],
+        extra_compile_args={"cxx": ["-O3", "-std=c++17"]}, language="c++",
+        extra_link_args=[f"-L{libs}", f"-l:{os.path.basename(runtime[0])}", f"-l:{os.path.basename(tbb[0])}",
+                         f"-Wl,-rpath,{libs}"])
+    extension.cpu_levels = level_flags
+    extension.cpu_level_sources = ["csrc/openvino/ms_deform_attn_ov_cpu.cpp"]
+    extension.base_extra_objects = []
+    return extension
 
 
 def _extension():
@@ -184,12 +227,18 @@ def _extension():
     ]
     extension = build("detrx._C", sources, define_macros=define_macros, extra_compile_args=extra, **kwargs)
     extension.cpu_levels = level_flags
-    extension.cpu_level_sources = sorted(glob.glob("csrc/*/*_cpu.cpp"))
+    extension.cpu_level_sources = sorted(path for path in glob.glob("csrc/*/*_cpu.cpp") if "openvino" not in path)
     extension.base_extra_objects = list(extension.extra_objects)
     return extension
 
 
+def _extensions():
+    torch_extension = _extension()
+    openvino_extension = _openvino_extension(*_cpu_levels())
+    return [torch_extension] + ([openvino_extension] if openvino_extension else [])
+
+
 setup(
-    ext_modules=[_extension()],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtensionWithCpuLevels.with_options(use_ninja=True)},
 )

@@ -3,6 +3,8 @@
 // before the choice is made.
 #include "cpu_levels.h"
 
+#include "cpu_features.h"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -16,21 +18,6 @@ namespace {
 #define DETRX_LEVEL_NAME(level) #level,
 const std::vector<std::string> kCompiledLevels = {DETRX_FOR_EACH_CPU_LEVEL(DETRX_LEVEL_NAME)};
 #undef DETRX_LEVEL_NAME
-
-// Whether this CPU (and its OS, which must save the wider registers) runs the level's instructions.
-bool cpu_runs(const std::string& level) {
-#if defined(__x86_64__) || defined(_M_X64)
-  __builtin_cpu_init();
-  if (level == "avx2") {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }
-  if (level == "avx512") {
-    return cpu_runs("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  }
-#endif
-  return level == "default" || level == "native";  // native: built for this machine by its owner
-}
 
 std::string join(const std::vector<std::string>& names) {
   std::string joined;

@@ -14,9 +14,11 @@
 #include <c10/util/Exception.h>
 
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "ms_deform_attn/ms_deform_attn_layout.h"
 #include "ms_deform_attn/ms_deform_attn_sizes.h"
 
 namespace detrx {
@@ -43,20 +45,13 @@ inline void check_level_tensors(const at::Tensor& spatial_shapes, const at::Tens
   const at::Tensor shapes = spatial_shapes.contiguous();
   const at::Tensor starts = level_start_index.contiguous();
   const int64_t* shape = shapes.data_ptr<int64_t>();
-  const int64_t* start = starts.data_ptr<int64_t>();
-  int64_t total = 0;
-  for (int64_t l = 0; l < levels; ++l) {
-    TORCH_CHECK_VALUE(shape[2 * l] >= 0 && shape[2 * l + 1] >= 0,
-                      "ms_deform_attn: spatial_shapes must be non-negative, got ", spatial_shapes);
-    TORCH_CHECK_VALUE(start[l] == total, "ms_deform_attn: level_start_index must be the running sum of the "
-                      "level areas; level ", l, " should start at ", total, ", got ", start[l]);
-    TORCH_CHECK_VALUE(!hw || (shape[2 * l] == (*hw)[2 * l] && shape[2 * l + 1] == (*hw)[2 * l + 1]),
+  const std::string error = level_layout_error(shape, starts.data_ptr<int64_t>(), levels, values);
+  TORCH_CHECK_VALUE(error.empty(), "ms_deform_attn: ", error);
+  for (int64_t l = 0; hw && l < levels; ++l) {
+    TORCH_CHECK_VALUE(shape[2 * l] == (*hw)[2 * l] && shape[2 * l + 1] == (*hw)[2 * l + 1],
                       "ms_deform_attn: spatial_shapes and spatial_shapes_hw disagree at level ", l, ": (",
                       shape[2 * l], ", ", shape[2 * l + 1], ") vs (", (*hw)[2 * l], ", ", (*hw)[2 * l + 1], ")");
-    total += shape[2 * l] * shape[2 * l + 1];
   }
-  TORCH_CHECK_VALUE(total == values, "ms_deform_attn: spatial_shapes areas sum to ", total,
-                    " but value has S = ", values, " rows (value must be [N, sum H*W, M, D])");
 }
 
 inline MSDeformAttnSizes check_ms_deform_attn_inputs(

@@ -35,9 +35,6 @@ namespace detrx {
 using RangeBody = std::function<void(int64_t begin, int64_t end)>;
 using ParallelFor = void (*)(int64_t count, int64_t grain, const RangeBody& body);
 
-// The kernels index value rows with int32 for float32 inputs (cpu_query_taps.h): S must be below.
-constexpr int64_t kMaxCpuValueRows = int64_t(1) << 31;
-
 namespace ms_deform_attn_cpu_detail {
 
 // Channel counts with a SIMD-register path (float32/float64 values); others take the plain loop.

@@ -16,4 +16,7 @@ struct MSDeformAttnSizes {
   int64_t points;    // P
 };
 
+// The CPU kernels index value rows with int32 for float32 inputs (cpu_query_taps.h): S must be below.
+constexpr int64_t kMaxCpuValueRows = int64_t(1) << 31;
+
 }  // namespace detrx
