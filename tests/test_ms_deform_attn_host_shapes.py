@@ -21,9 +21,14 @@ def with_list(op, spatial_shapes_list=LIST):
 
 @pytest.mark.parametrize("op", [ms_deform_attn, ms_deform_attn_reference], ids=["op", "reference"])
 def test_same_results_with_and_without_the_list(device, op):
+    """Bitwise on the CPU; on CUDA the value gradient is summed with atomic adds (both the op's and
+    grid_sample's backward), whose order changes from run to run: there it agrees to rounding."""
     inputs = make_inputs(channels=32, device=device)
     for got, want in zip(output_and_grads(with_list(op), inputs), output_and_grads(op, inputs)):
-        assert torch.equal(got, want)
+        if device == "cpu":
+            assert torch.equal(got, want)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("spatial_shapes_list, message", [
