@@ -99,11 +99,14 @@ inline void store(void* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+template <typename T, int... kLane>
+inline Vec<T> broadcast_lanes(T x, std::integer_sequence<int, kLane...>) {
+  return Vec<T>{((void)kLane, x)...};  // every lane x: one broadcast instruction
+}
+
 template <typename T>
 inline Vec<T> broadcast(T x) {
-  Vec<T> v;
-  for (int k = 0; k < kLanes<T>; ++k) v[k] = x;
-  return v;
+  return broadcast_lanes(x, std::make_integer_sequence<int, kLanes<T>>{});
 }
 
 // Lanes of a where the mask is set, else zero (bits: also right for NaN and infinities).
@@ -161,27 +164,35 @@ inline V floor_small(const V& v) {
   return truncated - keep(broadcast(LaneOf<V>(1)), truncated > v);  // negative non-integers went up by one
 }
 
-// (x, y) pairs at p (2 * kLanes values) split into the x lanes and the y lanes.
-template <typename V>
-inline void deinterleave(const V& first, const V& second, V* x, V* y) {
-  Mask<LaneOf<V>> even, odd;
-  for (int k = 0; k < kLanes<LaneOf<V>>; ++k) {
-    even[k] = 2 * k;
-    odd[k] = 2 * k + 1;
-  }
-  *x = __builtin_shuffle(first, second, even);
-  *y = __builtin_shuffle(first, second, odd);
+template <typename V, int... kLane>
+inline void deinterleave_lanes(const V& first, const V& second, V* x, V* y, std::integer_sequence<int, kLane...>) {
+  *x = __builtin_shuffle(first, second, Mask<LaneOf<V>>{(2 * kLane)...});
+  *y = __builtin_shuffle(first, second, Mask<LaneOf<V>>{(2 * kLane + 1)...});
 }
 
-// Sum of the lanes, added pairwise (halves first).
+// (x, y) pairs in first and second (2 * kLanes values) split into the x lanes and the y lanes.
 template <typename V>
+inline void deinterleave(const V& first, const V& second, V* x, V* y) {
+  deinterleave_lanes(first, second, x, y, std::make_integer_sequence<int, kLanes<LaneOf<V>>>{});
+}
+
+// v with its lanes rotated down by kShift (lane k takes lane k + kShift, wrapping around).
+template <int kShift, typename V, int... kLane>
+inline V rotate_lanes(const V& v, std::integer_sequence<int, kLane...>) {
+  return __builtin_shuffle(v, Mask<LaneOf<V>>{((kLane + kShift) % static_cast<int>(sizeof...(kLane)))...});
+}
+
+// Sum of the lanes, in registers: each step adds the vector rotated by half the remaining width.
+template <int kWidth = 0, typename V>
 inline LaneOf<V> reduce_add(const V& v) {
-  LaneOf<V> lanes[kLanes<LaneOf<V>>];
-  store(lanes, v);
-  for (int width = kLanes<LaneOf<V>> / 2; width >= 1; width /= 2) {
-    for (int k = 0; k < width; ++k) lanes[k] += lanes[k + width];
+  constexpr int kCount = kLanes<LaneOf<V>>;
+  constexpr int kShift = kWidth == 0 ? kCount / 2 : kWidth;
+  const V sum = v + rotate_lanes<kShift>(v, std::make_integer_sequence<int, kCount>{});
+  if constexpr (kShift == 1) {
+    return sum[0];
+  } else {
+    return reduce_add<kShift / 2>(sum);
   }
-  return lanes[0];
 }
 
 }  // namespace simd

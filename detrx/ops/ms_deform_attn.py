@@ -161,6 +161,8 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
     spatial_shapes; lets the layout be checked on the host without reading the tensor (CUDA).
     """
     _check_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if torch.jit.is_tracing():  # the list's sizes are traced tensors; as ints they would freeze the graph's size
+        spatial_shapes_list = None
     flat = None
     if spatial_shapes_list is not None:
         flat = _check_shapes_list(spatial_shapes_list, spatial_shapes.shape[0], value.shape[1])
