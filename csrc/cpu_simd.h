@@ -116,26 +116,16 @@ inline V keep(const V& a, const Mask<LaneOf<V>>& mask) {
 }
 
 // a * b + c with one rounding: an FMA instruction where the level has one, else std::fma per lane.
-inline Vec<float> fused_multiply_add(const Vec<float>& a, const Vec<float>& b, const Vec<float>& c) {
+template <typename V>
+inline V fused_multiply_add(const V& a, const V& b, const V& c) {
+  constexpr bool kFloat = std::is_same_v<LaneOf<V>, float>;
 #if defined(DETRX_SIMD_AVX512)
-  return _mm512_fmadd_ps(a, b, c);
+  if constexpr (kFloat) return _mm512_fmadd_ps(a, b, c); else return _mm512_fmadd_pd(a, b, c);
 #elif defined(DETRX_SIMD_AVX2)
-  return _mm256_fmadd_ps(a, b, c);
+  if constexpr (kFloat) return _mm256_fmadd_ps(a, b, c); else return _mm256_fmadd_pd(a, b, c);
 #else
-  Vec<float> r;
-  for (int k = 0; k < kLanes<float>; ++k) r[k] = std::fma(a[k], b[k], c[k]);
-  return r;
-#endif
-}
-
-inline Vec<double> fused_multiply_add(const Vec<double>& a, const Vec<double>& b, const Vec<double>& c) {
-#if defined(DETRX_SIMD_AVX512)
-  return _mm512_fmadd_pd(a, b, c);
-#elif defined(DETRX_SIMD_AVX2)
-  return _mm256_fmadd_pd(a, b, c);
-#else
-  Vec<double> r;
-  for (int k = 0; k < kLanes<double>; ++k) r[k] = std::fma(a[k], b[k], c[k]);
+  V r;
+  for (int k = 0; k < kLanes<LaneOf<V>>; ++k) r[k] = std::fma(a[k], b[k], c[k]);
   return r;
 #endif
 }
