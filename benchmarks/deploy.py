@@ -1,0 +1,131 @@
+"""CPU deployment of DETR-family detectors: eager PyTorch, onnxruntime and OpenVINO, each with the
+grid_sample path that HF's and RT-DETR's own code and exports use, and with detrx's MSDA, in one
+process.
+
+    python benchmarks/deploy.py [--threads 1,2] [--cases ...] [--json PATH] [--quick]
+
+Columns, per case and thread count (batch 1, float32, random weights):
+  eager grid_sample | eager detrx | ort GridSample | ort detrx | OV GridSample | OV detrx op
+"ort GridSample" and "OV GridSample" run the file torch.onnx writes for the model as it is (MSDA as
+grid_sample, so ONNX GridSample); "ort detrx" runs detrx's standard-operator export; "OV detrx op"
+runs detrx's runtime-op export with detrx's OpenVINO extension (benchmarks/deploy_runtimes.py).
+HF models take detrx's op through `detrx_hf.patch()`; detrx's model through its own op or
+`use_reference`. Every implementation of a case is timed alternately with the others
+(common.time_interleaved, at least 5 rounds); the table gives median ms and, last, the largest
+|difference| of any runtime's outputs against eager detrx.
+
+Cases: "op encoder" and "op decoder" (MSDA alone at the standard 800x1333 shapes, encoder N = 1,
+decoder N = 2, Lq = 300, realistic locations); "hf_deformable_detr" (R50, 800x1333 and 512x683);
+"rt_detr" (R50, 640x640); "detrx_deformable_detr" (d_model 256, 4 levels, 800x1333).
+Targets on the 2-core CPU: OV detrx op within 1.3x of eager detrx on the op alone; OV detrx op
+>= 1.5x faster than OV GridSample on HF Deformable DETR end to end; ort detrx no slower than ort
+GridSample on every model.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from deploy_cases import CASES, build_case  # noqa: E402
+from deploy_runtimes import export_files, runtime_columns  # noqa: E402
+from common import describe_machine, format_table, time_interleaved, write_json  # noqa: E402
+
+COLUMNS = ("eager_gridsample", "eager_detrx", "ort_gridsample", "ort_detrx", "ov_gridsample", "ov_detrx_op")
+RATIOS = {  # name: (numerator, denominator)
+    "OV op / eager detrx": ("ov_detrx_op", "eager_detrx"),
+    "OV GridSample / OV op": ("ov_gridsample", "ov_detrx_op"),
+    "ort GridSample / ort detrx": ("ort_gridsample", "ort_detrx"),
+}
+
+
+def max_difference(got, expected):
+    return max(float((torch.as_tensor(g) - e).abs().max()) for g, e in zip(got, expected))
+
+
+def measure(case, threads, min_run_time, work_dir):
+    """One row: each column's median ms at `threads` threads, the ratios and the worst |difference|."""
+    module, inputs, grid_sample_path, detrx_path = case.module, case.inputs, case.grid_sample_path, case.detrx_path
+    if case.paths is None:
+        case.paths, case.export_s = export_files(module, inputs, work_dir, case.name, grid_sample_path, detrx_path)
+    torch.set_num_threads(threads)
+
+    def eager(path):
+        def call():
+            with torch.no_grad(), path():
+                return module(*inputs)
+        return call
+
+    calls = {"eager_gridsample": eager(grid_sample_path), "eager_detrx": eager(detrx_path),
+             **runtime_columns(case.paths, threads)}
+    expected = calls["eager_detrx"]()
+    worst = 0.0
+    functions = {}
+    for column, fn in calls.items():
+        run = fn if column.startswith("eager") else (lambda fn=fn: fn(*inputs))
+        start = time.perf_counter()
+        outputs = run()  # warm-up, and one call's time for time_interleaved
+        functions[column] = (run, time.perf_counter() - start)
+        worst = max(worst, max_difference(outputs if isinstance(outputs, (list, tuple)) else [outputs],
+                                          expected if isinstance(expected, (list, tuple)) else [expected]))
+    timings = time_interleaved(functions, min_run_time, min_samples=5)
+    row = {"case": case.label, "threads": threads, "max_abs_difference": worst, "export_s": case.export_s}
+    for column in COLUMNS:
+        row[f"{column}_ms"] = timings[column]["median_s"] * 1e3 if column in timings else float("nan")
+    for name, (numerator, denominator) in RATIOS.items():
+        row[name] = row[f"{numerator}_ms"] / row[f"{denominator}_ms"]
+    return row
+
+
+TABLE = ([("case", "case", ""), ("thr", "threads", "")]
+         + [(column.replace("_", " ") + " ms", f"{column}_ms", ".1f") for column in COLUMNS]
+         + [(name, name, ".2f") for name in RATIOS] + [("max|diff|", "max_abs_difference", ".1e")])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {list(CASES)}")
+    parser.add_argument("--threads", default="1,2", help="comma list of thread counts")
+    parser.add_argument("--min-run-time", type=float, default=3.0, help="seconds per implementation and row")
+    parser.add_argument("--quick", action="store_true", help="tiny models and sizes, 1 thread (a smoke run)")
+    parser.add_argument("--json", default=os.path.join(HERE, "results", "deploy_cpu.json"))
+    opts = parser.parse_args(argv)
+    names = opts.cases.split(",")
+    if any(name not in CASES for name in names):
+        parser.error(f"--cases must be a comma list of {list(CASES)}, got {opts.cases!r}")
+    try:
+        thread_counts = [int(t) for t in opts.threads.split(",")]
+    except ValueError:
+        parser.error(f"--threads must be a comma list of integers, got {opts.threads!r}")
+    if opts.quick:
+        thread_counts, opts.min_run_time = [1], 0.2
+    machine, start, rows = describe_machine("cpu"), time.time(), []
+    with tempfile.TemporaryDirectory() as work_dir:
+        for name in names:
+            for case in build_case(name, opts.quick):
+                for threads in thread_counts:
+                    rows.append(measure(case, threads, opts.min_run_time, work_dir))
+                    print(format_table(rows[-1:], TABLE), flush=True)
+    import onnxruntime
+    import openvino
+
+    print(f"\nCPU deployment on {machine['cpu_model']}, torch {torch.__version__}, onnxruntime "
+          f"{onnxruntime.__version__}, OpenVINO {openvino.__version__.split('-')[0]}, {machine['date_utc']}; "
+          f"batch 1, float32, median ms")
+    print(format_table(rows, TABLE))
+    machine["load_average_1min_end"] = describe_machine("cpu")["load_average_1min"]
+    write_json(opts.json, {"machine": machine, "onnxruntime": onnxruntime.__version__,
+                           "openvino": openvino.__version__, "quick": opts.quick, "wall_s": time.time() - start,
+                           "rows": rows})
+    print(f"load average {machine['load_average_1min']} at the start, {machine['load_average_1min_end']} at the "
+          f"end; {time.time() - start:.0f} s; JSON: {opts.json}")
+
+
+if __name__ == "__main__":
+    main()
