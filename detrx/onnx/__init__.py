@@ -13,6 +13,7 @@ try:
     from detrx.onnx.dynamic_axes import check_dynamic_axes
     from detrx.onnx.ms_deform_attn import TRT_DOMAIN, TRT_PLUGIN, ms_deform_attn_onnx, ms_deform_attn_trt_plugin
     from detrx.onnx.runtime_op import RUNTIME_OP, RUNTIME_OP_DOMAIN, ms_deform_attn_runtime_op
+    from detrx.onnx.trace_safe import is_all_true_onnx, symbolic_sizes_kept
     from detrx.onnx.verify import verify
 except ImportError as error:
     raise ImportError(f"detrx.onnx needs the onnx extra (onnx, onnxscript, onnxruntime): "
@@ -39,7 +40,7 @@ def translations(trt_plugin=False, runtime_op=False):
     translation = ms_deform_attn_trt_plugin if trt_plugin else ms_deform_attn_onnx
     if runtime_op:
         translation = ms_deform_attn_runtime_op
-    return {torch.ops.detrx.ms_deform_attn.default: translation}
+    return {torch.ops.detrx.ms_deform_attn.default: translation, torch.ops.aten._is_all_true.default: is_all_true_onnx}
 
 
 def check_exportable(model):
@@ -78,7 +79,8 @@ def export(model, args, path=None, trt_plugin=False, runtime_op=False, optimize=
 
     check_exportable(model)
     table = {**translations(trt_plugin, runtime_op), **kwargs.pop("custom_translation_table", {})}
-    program = torch.onnx.export(model, args, dynamo=True, optimize=False, custom_translation_table=table, **kwargs)
+    with symbolic_sizes_kept():
+        program = torch.onnx.export(model, args, dynamo=True, optimize=False, custom_translation_table=table, **kwargs)
     check_dynamic_axes(program.model, model, args, kwargs.get("dynamic_shapes"), kwargs.get("input_names"))
     if optimize:
         onnxscript.optimizer.fold_constants(program.model)
