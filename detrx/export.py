@@ -4,15 +4,17 @@
 The graph is the model's inference graph (DN models have no DN queries at inference): input
 `images` [B, 3, H, W]; outputs `logits` [B, Q, K] and `boxes` [B, Q, 4] (normalised cx, cy, w, h),
 or with --postprocess `scores`, `labels` and `boxes` (x0, y0, x1, y1 in input pixels). MSDA is
-written in standard ONNX ops (no GridSample, no plugin), so onnxruntime runs the file as it is.
-After exporting, the file is run in onnxruntime on the export input (and, with --dynamic, on a
-second batch size and image size) and the largest difference against eager PyTorch is printed.
+written in standard ONNX ops (no GridSample, no plugin), so onnxruntime runs the file as it is;
+--runtime-op writes it instead as one `detrx::MultiScaleDeformableAttention` node, for OpenVINO
+with detrx's extension (onnxruntime cannot run that file). After exporting, the file is run in
+onnxruntime on the export input (and, with --dynamic, on a second batch size and image size) and
+the largest difference against eager PyTorch is printed; a file that fails to run or differs by
+more than CHECK_TOLERANCE is an error (exit status 1).
 """
 import argparse
 import logging
 import sys
 
-import numpy as np
 import torch
 
 from detrx.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -20,6 +22,7 @@ from detrx.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 DEFAULT_OPSET = 18
 MIN_DYNAMIC_SIZE = 128  # the default export size with --dynamic is at least this
 DEFAULT_IMAGE_SIZE = 512  # for a checkpoint that records no image size
+CHECK_TOLERANCE = 1e-3  # max |onnxruntime - eager| of any output (boxes in pixels with --postprocess)
 
 
 def load_detector(checkpoint_path):
@@ -43,15 +46,6 @@ def trained_image_size(checkpoint):
     return checkpoint.get("run", {}).get("image_size") or DEFAULT_IMAGE_SIZE
 
 
-def largest_differences(session, module, images):
-    """{output name: max |onnxruntime - eager|} for one input."""
-    with torch.no_grad():
-        expected = module(images)
-    outputs = session.run(None, {"images": images.numpy()})
-    return {meta.name: float(np.abs(got - want.numpy()).max()) if got.size else 0.0
-            for meta, got, want in zip(session.get_outputs(), outputs, expected)}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser("detrx.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,11 +60,15 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=None, help="export batch size (default 1; 2 with --dynamic)")
     parser.add_argument("--trt-plugin", action="store_true", help="MSDA as TensorRT's plugin node "
                         "(trt::MultiscaleDeformableAttnPlugin_TRT); such a file runs only in TensorRT, so no check")
+    parser.add_argument("--runtime-op", action="store_true", help="MSDA as one detrx::MultiScaleDeformableAttention "
+                        "node (for OpenVINO with detrx's extension); onnxruntime cannot run such a file, so no check")
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime check")
     opts = parser.parse_args(argv)
     for name in ("height", "width", "batch_size"):
         if getattr(opts, name) is not None and getattr(opts, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    if opts.trt_plugin and opts.runtime_op:
+        parser.error("--trt-plugin and --runtime-op are two ways of writing MSDA: choose one")
     if opts.opset < DEFAULT_OPSET:
         parser.error(f"--opset must be >= {DEFAULT_OPSET} (the exporter's operator library), got {opts.opset}")
     try:
@@ -92,22 +90,31 @@ def main(argv=None):
     batch_size = opts.batch_size or (2 if opts.dynamic else 1)  # a size-1 axis would be fixed to 1
     images = torch.rand(batch_size, 3, height, width)
     dynamic = torch.export.Dim.DYNAMIC
-    detrx.onnx.export(module, (images,), opts.out, trt_plugin=opts.trt_plugin, opset_version=opts.opset,
+    detrx.onnx.export(module, (images,), opts.out, trt_plugin=opts.trt_plugin, runtime_op=opts.runtime_op,
+                      opset_version=opts.opset,
                       input_names=["images"], output_names=module.output_names, verbose=False,
                       dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},) if opts.dynamic else None)
     print(f"wrote {opts.out}: {checkpoint['model_options']['model']}, inputs images [{'B' if opts.dynamic else batch_size}, 3, "
           f"{'H' if opts.dynamic else height}, {'W' if opts.dynamic else width}], outputs {', '.join(module.output_names)}")
-    if not opts.check or opts.trt_plugin:
+    if not opts.check:
         return
-    import onnxruntime
+    if opts.trt_plugin or opts.runtime_op:
+        node = "TensorRT's plugin node" if opts.trt_plugin else "detrx's MultiScaleDeformableAttention node"
+        runtime = "TensorRT with that plugin" if opts.trt_plugin else \
+            "OpenVINO with detrx's extension (core.add_extension(detrx.openvino.library_path()))"
+        print(f"onnxruntime check skipped: onnxruntime cannot run {node}; run the file in {runtime}")
+        return
+    from detrx.onnx.verify import verify
 
-    session = onnxruntime.InferenceSession(opts.out, providers=["CPUExecutionProvider"])
-    checks = [images]
+    checks = [(images,)]
     if opts.dynamic:  # a second batch size and image size
-        checks.append(torch.rand(batch_size + 1, 3, height + 32, width + 16))
-    for check_images in checks:
-        differences = largest_differences(session, module, check_images)
-        print(f"onnxruntime vs eager on images {list(check_images.shape)}: largest |difference| "
+        checks.append((torch.rand(batch_size + 1, 3, height + 32, width + 16),))
+    try:
+        results = verify(opts.out, module, checks, CHECK_TOLERANCE)
+    except ValueError as error:
+        sys.exit(f"detrx.export: the written file failed its check: {error}")
+    for shapes, differences in results:
+        print(f"onnxruntime vs eager on images {shapes[0]}: largest |difference| "
               + ", ".join(f"{name} {value:.2e}" for name, value in differences.items()))
 
 

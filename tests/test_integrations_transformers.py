@@ -349,3 +349,26 @@ def test_bad_input_through_the_patched_paths_gets_a_clear_error():
             rt_detr_v2.multi_scale_deformable_attention_v2(v2_value, levels, v2_locations, v2_weights, [2, 2, 3])
         with pytest.raises(ValueError, match="one entry per level"):
             rt_detr_v2.multi_scale_deformable_attention_v2(v2_value, levels, v2_locations, v2_weights, [3, 3])
+
+
+def test_d_fine_built_before_patch_runs_detrx_while_patched():
+    import transformers.models.d_fine.modeling_d_fine as d_fine
+
+    torch.manual_seed(0)
+    model, _, _ = build_d_fine()  # built before patch(): its layers hold HF's function
+    perturb_sampling_offsets(model, torch.Generator().manual_seed(1))
+    model.eval()
+    layers = [m for m in model.modules() if isinstance(m, d_fine.DFineMultiscaleDeformableAttention)]
+    assert layers and all(layer.ms_deformable_attn_core is d_fine.multi_scale_deformable_attention_v2
+                          for layer in layers)
+    hf = eval_outputs(model, {}, torch.float32)
+    with detrx_hf.patched() as sites, CountOpCalls() as counter:
+        ours = eval_outputs(model, {}, torch.float32)
+    assert "transformers.models.d_fine.modeling_d_fine.DFineMultiscaleDeformableAttention.forward" in sites
+    assert counter.calls == len(layers)
+    assert max_relative_error(ours, hf) <= 1e-4
+    # the layers hold HF's function again, and run it
+    assert all(layer.ms_deformable_attn_core is d_fine.multi_scale_deformable_attention_v2 for layer in layers)
+    with CountOpCalls() as counter:
+        eval_outputs(model, {}, torch.float32)
+    assert counter.calls == 0

@@ -55,9 +55,10 @@ def _spatial_shapes_int64(value_spatial_shapes, value_spatial_shapes_hw, device)
     if shapes.dim() != 2 or shapes.shape[1] != 2 or shapes.dtype.is_floating_point or shapes.is_complex():
         _fail(f"value_spatial_shapes must be an integer [L, 2] tensor of (H, W), got {shapes.dtype} "
               f"{tuple(shapes.shape)}")
-    if value_spatial_shapes_hw is not None:
+    # Compared where reading the tensor is free; on a GPU, and while tracing (torch.export, where the
+    # sizes are symbolic), the caller's two forms are trusted.
+    if value_spatial_shapes_hw is not None and not torch.compiler.is_compiling():
         pairs = [[int(height), int(width)] for height, width in value_spatial_shapes_hw]
-        # Compared where reading the tensor is free; on a GPU the caller's two forms are trusted.
         if len(pairs) != shapes.shape[0] or (shapes.device.type == "cpu" and shapes.tolist() != pairs):
             _fail(f"value_spatial_shapes_hw {pairs} must equal value_spatial_shapes {shapes.tolist()}")
     return shapes.to(device=device, dtype=torch.int64)

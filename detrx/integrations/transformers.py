@@ -20,9 +20,11 @@ import is skipped) for three kinds of site and replaces them with versions that 
   (nearest-pixel sampling) stays HF's own code.
 
 A function is replaced under every module global of the scanned modules that holds it. D-FINE
-and DEIMv2 layers also keep the function in an attribute when they are built: models built while
-patched use detrx, and go back to HF's code after `unpatch()`; models built before `patch()` keep
-HF's code. HF's denoising builder `get_contrastive_denoising_training_group` (RT-DETR, RT-DETRv2,
+and DEIMv2 layers also keep the function in an attribute when they are built (`self.ms_deformable_attn_core
+= multi_scale_deformable_attention_v2`): the `forward` of such a layer class is wrapped so that, while
+patched, a layer holding HF's function runs detrx's for the call, so models built before `patch()`
+use detrx too; models built while patched hold detrx's function, which runs HF's code again after
+`unpatch()`. HF's denoising builder `get_contrastive_denoising_training_group` (RT-DETR, RT-DETRv2,
 D-FINE, DEIMv2, PP-DocLayout) is replaced the same way, by `detrx.integrations.hf_denoising`.
 
 Under autocast HF passes a float16/bfloat16 `value` with float32 locations and weights; the op
@@ -31,8 +33,10 @@ computes that in float32 and returns value's dtype.
 import contextlib
 import functools
 import importlib
+import inspect
 import pathlib
 import pkgutil
+import re
 
 import torch
 
@@ -47,6 +51,9 @@ FUNCTION_V1 = "multi_scale_deformable_attention"
 FUNCTION_V2 = "multi_scale_deformable_attention_v2"
 DENOISING_FUNCTION = "get_contrastive_denoising_training_group"
 SITE_NAMES = (MODULE_CLASS, FUNCTION_V1, FUNCTION_V2, DENOISING_FUNCTION)
+
+# `self.<attribute> = multi_scale_deformable_attention_v2` in a layer's __init__
+STORED_FUNCTION_V2 = re.compile(rf"self\.(\w+)\s*=\s*{FUNCTION_V2}\b")
 
 _patcher = GlobalsPatcher()
 # Replacement functions stay in the attributes of layers built while patched; they run HF's
@@ -160,6 +167,41 @@ def _make_function_v2(original):
     return multi_scale_deformable_attention_v2
 
 
+def _layers_storing_v2(modules):
+    """[(layer class, attribute)]: the nn.Module classes of `modules` whose __init__ stores the v2 function."""
+    found = []
+    for module in modules:
+        for cls in list(vars(module).values()):
+            if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == module.__name__
+                    and "__init__" in vars(cls) and "forward" in vars(cls)):
+                continue
+            try:
+                source = inspect.getsource(vars(cls)["__init__"])
+            except (OSError, TypeError):
+                continue
+            found += [(cls, attribute) for attribute in STORED_FUNCTION_V2.findall(source)]
+    return found
+
+
+def _make_layer_forward(original_forward, attribute, replacements):
+    """The layer's forward, run with detrx's v2 function in `attribute` where the layer holds HF's
+    (a layer built before patch()); `replacements` maps HF's functions to detrx's."""
+    @functools.wraps(original_forward)
+    def forward(self, *args, **kwargs):
+        stored = vars(self).get(attribute)
+        replacement = replacements.get(stored)
+        if replacement is None:  # built while patched (detrx's already), or something else entirely
+            return original_forward(self, *args, **kwargs)
+        vars(self)[attribute] = replacement
+        try:
+            return original_forward(self, *args, **kwargs)
+        finally:
+            vars(self)[attribute] = stored
+
+    forward.__wrapped__, forward.detrx_layer_forward = original_forward, True
+    return forward
+
+
 @functools.lru_cache(maxsize=1)
 def _modeling_modules():
     """The importable `transformers.models.*.modeling_*` modules whose source names a site (scanned once)."""
@@ -205,9 +247,16 @@ def patch():
             _patcher.replace([cls], forward, multi_scale_deformable_attention_module_forward)
     replacements = {FUNCTION_V1: _make_function_v1, FUNCTION_V2: _make_function_v2}
     replacements[DENOISING_FUNCTION] = lambda original: get_contrastive_denoising_training_group
+    v2_replacements = {}  # HF's v2 function -> detrx's, for the layers that store it
     for name, make_replacement in replacements.items():
         for original in _originals(modules, name):
-            _patcher.replace(modules, original, make_replacement(original))
+            replacement = make_replacement(original)
+            if _patcher.replace(modules, original, replacement) and name == FUNCTION_V2:
+                v2_replacements[original] = replacement
+    for cls, attribute in _layers_storing_v2(modules):
+        forward = vars(cls)["forward"]
+        if v2_replacements and not getattr(forward, "detrx_layer_forward", False):
+            _patcher.replace([cls], forward, _make_layer_forward(forward, attribute, v2_replacements))
     return patched_sites()
 
 
