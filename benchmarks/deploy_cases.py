@@ -93,7 +93,7 @@ def hf_cases(family, quick):
     if family == "hf_deformable_detr":
         config = (transformers.DeformableDetrConfig(use_pretrained_backbone=False) if not quick else
                   transformers.DeformableDetrConfig(backbone_config=_tiny_resnet(transformers), d_model=32,
-                                                    encoder_layers=1, decoder_layers=1, encoder_ffn_dim=32,
+                                                    encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32,
                                                     decoder_ffn_dim=32, num_queries=10, num_labels=3))
         model, sizes, label = transformers.DeformableDetrForObjectDetection(config), [(800, 1333), (512, 683)], \
             "HF Deformable DETR R50"
@@ -102,7 +102,7 @@ def hf_cases(family, quick):
                   transformers.RTDetrConfig(backbone_config=_tiny_resnet(transformers), encoder_hidden_dim=32,
                                             encoder_in_channels=[16, 24, 32], encoder_ffn_dim=32, d_model=32,
                                             num_queries=10, decoder_in_channels=[32, 32, 32], decoder_ffn_dim=32,
-                                            decoder_layers=1, num_labels=3))
+                                            decoder_layers=2, num_labels=3))
         model, sizes, label = transformers.RTDetrForObjectDetection(config), [(640, 640)], "RT-DETR R50"
     if quick:
         sizes, label = [(128, 160)], label.split(" R50")[0] + " (tiny)"
