@@ -64,7 +64,12 @@ _state = {"active": False}
 def _level_layout(spatial_shapes, device):
     """int64 spatial_shapes [L, 2] and level_start_index [L] from HF's shapes (tensor or list of (H, W))."""
     if not isinstance(spatial_shapes, torch.Tensor):
-        spatial_shapes = torch.tensor([[int(h), int(w)] for h, w in spatial_shapes], dtype=torch.int64)
+        if any(isinstance(size, torch.SymInt) for hw in spatial_shapes for size in hw):
+            # sizes under torch.export stay symbolic (torch.tensor or int() would make them constants)
+            spatial_shapes = torch.stack([torch.stack([torch.scalar_tensor(size, dtype=torch.int64) for size in hw])
+                                          for hw in spatial_shapes])  # [L, 2]
+        else:
+            spatial_shapes = torch.tensor([[int(h), int(w)] for h, w in spatial_shapes], dtype=torch.int64)
     spatial_shapes = spatial_shapes.to(device=device, dtype=torch.int64)
     areas = spatial_shapes.prod(1)  # [L]
     level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])

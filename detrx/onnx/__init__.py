@@ -4,6 +4,7 @@
     detrx.onnx.export(model, (images,), "model.onnx")         # any model that calls detrx's ops
     torch.onnx.export(model, (images,), "model.onnx", dynamo=True,
                       custom_translation_table=detrx.onnx.translations())   # the same, by hand
+    detrx.onnx.export(model, (images,), "model.onnx", runtime_op=True)      # MSDA as detrx's own node
 
 `import detrx` never imports this package (nor onnx, onnxscript or onnxruntime).
 """
