@@ -34,11 +34,10 @@ class DINODecoder(nn.Module):
 
     def forward(self, layers, encoded, tgt, reference, bbox_embed, self_attn_mask=None):
         """layers: the DeformableDecoderLayers; encoded: EncodedImages; tgt [B, Q, C] content;
-        reference [B, Q, 4] initial boxes (no gradient); bbox_embed: one box head per layer ->
+        reference [B, Q, 4] initial boxes (detached by the caller); bbox_embed: one box head per layer ->
         (hs [L, B, Q, C], boxes [L, B, Q, 4])."""
         memory, mask, shapes, level_start, valid_ratios, level_shapes = encoded
         scale = valid_ratios.repeat(1, 1, 2)[:, None]  # [B, 1, L, 4] (w, h, w, h)
-        reference = reference.detach()
         previous = reference  # the previous layer's refined box, with its graph
         hs, boxes, out = [], [], tgt
         for layer, head in zip(layers, bbox_embed):
