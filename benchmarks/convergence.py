@@ -104,9 +104,16 @@ def run_one(variant, seed, extra, out_json):
         json.dump(result, f)
 
 
-def launch_all(runs, extra, out_dir, jobs):
-    """Runs every (variant, seed) as a subprocess of this script, `jobs` at a time."""
+def launch_all(runs, extra, out_dir, jobs, reuse=False):
+    """Runs every (variant, seed) as a subprocess of this script, `jobs` at a time; with reuse, a
+    run whose result file exists in out_dir is read instead (an interrupted study continues)."""
     pending, active, paths = list(runs), [], {}
+    if reuse:
+        for variant, seed in runs:
+            path = os.path.join(out_dir, "runs", f"{variant}_seed{seed}.json")
+            if os.path.exists(path):
+                pending.remove((variant, seed))
+                paths[(variant, seed)] = path
     env = dict(os.environ, OMP_NUM_THREADS="1")
     while pending or active:
         while pending and len(active) < jobs:
@@ -246,6 +253,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="JSON and PNGs")
     parser.add_argument("--work-dir", default="/tmp/detrx_convergence", help="per-run logs and checkpoints")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already finished in --work-dir (same config) instead of training them")
     parser.add_argument("--run-one", nargs=3, metavar=("VARIANT", "SEED", "JSON"), help=argparse.SUPPRESS)
     opts, extra = parser.parse_known_args(argv)
     if opts.run_one:
@@ -271,7 +280,7 @@ def main(argv=None):
     start = time.time()
     runs = list(dict.fromkeys((variant, seed) for pair, pseeds in zip(pairs, pair_seeds) for seed in pseeds
                               for variant in pair))
-    results = launch_all(runs, config, out_dir, opts.jobs)
+    results = launch_all(runs, config, out_dir, opts.jobs, opts.reuse)
     report = {"label": label, "config": config, "seeds": seeds, "ablation_seeds": ablation_seeds,
               "wall_s": time.time() - start, "torch": torch.__version__, "threads_per_run": 1, "pairs": []}
     window = max(5, len(results[(pairs[0][0], seeds[0])]["steps"]["loss_ce"]) // 50)
