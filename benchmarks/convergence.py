@@ -221,6 +221,13 @@ def plot_pair(results, baseline, variant, seeds, summary, prefix, window):
     plt.close(fig)
 
 
+def epoch_means(run):
+    """A run's per-step training losses as per-epoch means."""
+    per_epoch = run["steps_per_epoch"]
+    return {key: np.asarray(values[:len(values) // per_epoch * per_epoch], dtype=float).reshape(-1, per_epoch)
+            .mean(1).tolist() for key, values in run["steps"].items()}
+
+
 def markdown_table(report):
     """The measured summary as a markdown table (one row per model, mean [min, max] over seeds)."""
     def spread(stat):
@@ -253,6 +260,9 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="JSON and PNGs")
     parser.add_argument("--work-dir", default="/tmp/detrx_convergence", help="per-run logs and checkpoints")
+    parser.add_argument("--epoch-losses", action="store_true",
+                        help="the report keeps each run's training losses as per-epoch means (the figures "
+                             "still use every step): a file of a few hundred KB instead of several MB")
     parser.add_argument("--reuse", action="store_true",
                         help="read the runs already finished in --work-dir (same config) instead of training them")
     parser.add_argument("--run-one", nargs=3, metavar=("VARIANT", "SEED", "JSON"), help=argparse.SUPPRESS)
@@ -288,7 +298,9 @@ def main(argv=None):
         summary = summarize_pair(results, baseline, variant, pseeds, window)
         plot_pair(results, baseline, variant, pseeds, summary, os.path.join(opts.out, f"{name}_{pair_name}"), window)
         report["pairs"].append(summary)
-    report["runs"] = [{**r, "seed": s, "variant": v} for (v, s), r in results.items()]
+    report["runs"] = [{**r, "seed": s, "variant": v, **({"steps": epoch_means(r)} if opts.epoch_losses else {})}
+                      for (v, s), r in results.items()]
+    report["step_losses"] = "per-epoch means" if opts.epoch_losses else "every step"
     with open(os.path.join(opts.out, f"{name}.json"), "w") as f:
         json.dump(report, f, indent=1)
     with open(os.path.join(opts.out, f"{name}.md"), "w") as f:
