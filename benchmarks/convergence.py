@@ -58,10 +58,11 @@ DEFAULT = ["--image-size", "64", "--num-classes", "3", "--min-objects", "1", "--
            "--dim-feedforward", "128", "--num-queries", "8", "--dropout", "0", "--num-feature-levels", "3",
            "--batch-size", "8", "--lr", "6e-4", "--epochs", "48", "--lr-drop", "40", "--dn-groups", "5",
            "--no-progress"]
-# The dino pairs' config: 150 steps per epoch instead of 250 (a DINO run, with its 60 DN queries,
-# then takes ~15 min on one of 2 busy cores), and DINO's DN budget at 30 queries: 5 groups of 3
-# positives + 3 negatives with the study's at most 3 objects, the same 5 positive groups as
-# DN-Deformable-DETR's --dn-groups 5 (the paper's 100 DN queries go with 900 matching ones).
+# The dino pairs' config: 150 steps per epoch instead of 250, so that a DINO run needs ~10 min of
+# CPU time (a step takes 66 ms on one thread, DN-Deformable-DETR's 52 ms), and DINO's DN budget at
+# 30 queries: 5 groups of 3 positives + 3 negatives with the study's at most 3 objects, the same 5
+# positive groups as DN-Deformable-DETR's --dn-groups 5 (the paper's 100 DN queries go with 900
+# matching ones).
 DINO_BUDGET = ["--num-train", "1200"]
 QUICK = ["--num-train", "200", "--num-val", "50", "--epochs", "3"]
 # variant name -> the training options that make it (on top of the config)
