@@ -72,7 +72,8 @@ def test_dino_without_its_denoising_part(tmp_path):
     model = random_detector("dino", "--num-feature-levels", "4", "--d-model", "64")
     path = export_and_compare(tmp_path, model)
     label_embed = model.denoising.label_embed.weight.detach().numpy()
-    weights = [onnx.numpy_helper.to_array(t).ravel() for t in onnx.load(str(path)).graph.initializer]  # folded shapes vary
+    # flattened: constant folding may give a weight another shape
+    weights = [onnx.numpy_helper.to_array(t).ravel() for t in onnx.load(str(path)).graph.initializer]
     content = model.query_selection.content.weight.detach().numpy().ravel()
     assert any(np.array_equal(w, content) for w in weights)
     assert not any(np.array_equal(w, label_embed.ravel()) for w in weights)

@@ -101,7 +101,8 @@ def test_dino_options_come_from_the_checkpoint_on_resume_and_eval(tmp_path, caps
     train.main([*options, "--epochs", "2", "--output-dir", full])
     train.main([*options, "--epochs", "1", "--output-dir", part])
     train.main(["--resume", os.path.join(part, "checkpoint.pth"), "--epochs", "2"])
-    expected, got = load_checkpoint(os.path.join(full, "checkpoint.pth")), load_checkpoint(os.path.join(part, "checkpoint.pth"))
+    expected = load_checkpoint(os.path.join(full, "checkpoint.pth"))
+    got = load_checkpoint(os.path.join(part, "checkpoint.pth"))
     assert {k: got["model_options"][k] for k in ("dn_number", "mixed_selection", "look_forward_twice")} == \
         {"dn_number": 20, "mixed_selection": False, "look_forward_twice": False}
     assert got["step"] == expected["step"] == 4 and expected["model"].keys() == got["model"].keys()
