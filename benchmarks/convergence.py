@@ -5,6 +5,11 @@ hyperparameters and seeds on the synthetic shapes set. The pairs (--pairs, comma
     contrastive       DN-DETR vs DN-DETR with DINO's contrastive (negative) DN queries
     deformable_cross  DETR vs DETR whose first decoder layer's cross-attention is deformable
     dn_deformable_cross  the same swap in DN-DETR
+    dino              DN-Deformable-DETR vs DINO
+    dino_no_mixed_selection, dino_no_look_forward_twice
+                      DN-Deformable-DETR vs DINO without one of its changes (ablations: --ablation-seeds only)
+The dino pairs train on DINO_BUDGET (fewer training images per epoch, same epochs and lr drop) so
+that a DINO run fits the CPU budget; the pairs of one invocation must share their config.
 
     python benchmarks/convergence.py            # default run (sized for <= 30 min per pair on 2 CPU cores)
     python benchmarks/convergence.py --quick    # a few minutes; a smoke run, not a result
@@ -53,16 +58,29 @@ DEFAULT = ["--image-size", "64", "--num-classes", "3", "--min-objects", "1", "--
            "--dim-feedforward", "128", "--num-queries", "8", "--dropout", "0", "--num-feature-levels", "3",
            "--batch-size", "8", "--lr", "6e-4", "--epochs", "48", "--lr-drop", "40", "--dn-groups", "5",
            "--no-progress"]
+# The dino pairs' config: 150 steps per epoch instead of 250, so that a DINO run needs ~10 min of
+# CPU time (a step takes 66 ms on one thread, DN-Deformable-DETR's 52 ms), and DINO's DN budget at
+# 30 queries: 5 groups of 3 positives + 3 negatives with the study's at most 3 objects, the same 5
+# positive groups as DN-Deformable-DETR's --dn-groups 5 (the paper's 100 DN queries go with 900
+# matching ones).
+DINO_BUDGET = ["--num-train", "1200"]
 QUICK = ["--num-train", "200", "--num-val", "50", "--epochs", "3"]
 # variant name -> the training options that make it (on top of the config)
 VARIANTS = {"detr": ["--model", "detr"], "dn_detr": ["--model", "dn_detr"],
             "dn_detr_contrastive": ["--model", "dn_detr", "--contrastive"],
             "detr_deformable_cross": ["--model", "detr", "--deformable-cross-layers", "0"],
             "dn_detr_deformable_cross": ["--model", "dn_detr", "--deformable-cross-layers", "0"],
-            "deformable_detr": ["--model", "deformable_detr"], "dn_deformable_detr": ["--model", "dn_deformable_detr"]}
+            "deformable_detr": ["--model", "deformable_detr"], "dn_deformable_detr": ["--model", "dn_deformable_detr"],
+            "dino": ["--model", "dino", "--dn-number", "30"],
+            "dino_no_mixed_selection": ["--model", "dino", "--dn-number", "30", "--no-mixed-selection"],
+            "dino_no_look_forward_twice": ["--model", "dino", "--dn-number", "30", "--no-look-forward-twice"]}
 PAIRS = {"detr": ("detr", "dn_detr"), "deformable": ("deformable_detr", "dn_deformable_detr"),
          "contrastive": ("dn_detr", "dn_detr_contrastive"), "deformable_cross": ("detr", "detr_deformable_cross"),
-         "dn_deformable_cross": ("dn_detr", "dn_detr_deformable_cross")}
+         "dn_deformable_cross": ("dn_detr", "dn_detr_deformable_cross"), "dino": ("dn_deformable_detr", "dino"),
+         "dino_no_mixed_selection": ("dn_deformable_detr", "dino_no_mixed_selection"),
+         "dino_no_look_forward_twice": ("dn_deformable_detr", "dino_no_look_forward_twice")}
+ABLATIONS = ("dino_no_mixed_selection", "dino_no_look_forward_twice")  # pairs trained on --ablation-seeds only
+PAIR_CONFIG = {name: DINO_BUDGET for name in ("dino", *ABLATIONS)}  # config added to DEFAULT
 
 
 def run_one(variant, seed, extra, out_json):
@@ -87,9 +105,16 @@ def run_one(variant, seed, extra, out_json):
         json.dump(result, f)
 
 
-def launch_all(runs, extra, out_dir, jobs):
-    """Runs every (variant, seed) as a subprocess of this script, `jobs` at a time."""
+def launch_all(runs, extra, out_dir, jobs, reuse=False):
+    """Runs every (variant, seed) as a subprocess of this script, `jobs` at a time; with reuse, a
+    run whose result file exists in out_dir is read instead (an interrupted study continues)."""
     pending, active, paths = list(runs), [], {}
+    if reuse:
+        for variant, seed in runs:
+            path = os.path.join(out_dir, "runs", f"{variant}_seed{seed}.json")
+            if os.path.exists(path):
+                pending.remove((variant, seed))
+                paths[(variant, seed)] = path
     env = dict(os.environ, OMP_NUM_THREADS="1")
     while pending or active:
         while pending and len(active) < jobs:
@@ -197,6 +222,13 @@ def plot_pair(results, baseline, variant, seeds, summary, prefix, window):
     plt.close(fig)
 
 
+def epoch_means(run):
+    """A run's per-step training losses as per-epoch means."""
+    per_epoch = run["steps_per_epoch"]
+    return {key: np.asarray(values[:len(values) // per_epoch * per_epoch], dtype=float).reshape(-1, per_epoch)
+            .mean(1).tolist() for key, values in run["steps"].items()}
+
+
 def markdown_table(report):
     """The measured summary as a markdown table (one row per model, mean [min, max] over seeds)."""
     def spread(stat):
@@ -225,37 +257,51 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few minutes: smaller data and schedule")
     parser.add_argument("--pairs", default="detr", help=f"comma list of pairs to train, of {sorted(PAIRS)}")
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--ablation-seeds", default="0", help=f"seeds of the ablation pairs {ABLATIONS}")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="JSON and PNGs")
     parser.add_argument("--work-dir", default="/tmp/detrx_convergence", help="per-run logs and checkpoints")
+    parser.add_argument("--epoch-losses", action="store_true",
+                        help="the report keeps each run's training losses as per-epoch means (the figures "
+                             "still use every step): a file of a few hundred KB instead of several MB")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already finished in --work-dir (same config) instead of training them")
     parser.add_argument("--run-one", nargs=3, metavar=("VARIANT", "SEED", "JSON"), help=argparse.SUPPRESS)
     opts, extra = parser.parse_known_args(argv)
     if opts.run_one:
         run_one(opts.run_one[0], int(opts.run_one[1]), [a for a in extra if a != "--"], opts.run_one[2])
         return
     seeds = [int(s) for s in opts.seeds.split(",")]
-    config = DEFAULT + (QUICK if opts.quick else []) + extra
-    # extra options change the config: such a run is labelled "custom", never "default"
-    label = "quick" if opts.quick else ("custom" if extra else "default")
     pair_names = opts.pairs.split(",")
     if not pair_names or any(p not in PAIRS for p in pair_names):
         raise ValueError(f"--pairs must be a comma list of {sorted(PAIRS)}, got {opts.pairs!r}")
+    pair_configs = {tuple(PAIR_CONFIG.get(p, [])) for p in pair_names}
+    if len(pair_configs) > 1:
+        raise ValueError(f"--pairs {opts.pairs}: these pairs train on different configs, run them separately")
+    config = DEFAULT + list(pair_configs.pop()) + (QUICK if opts.quick else []) + extra
+    # extra options change the config: such a run is labelled "custom", never "default"
+    label = "quick" if opts.quick else ("custom" if extra else "default")
     name = {"quick": "convergence_quick", "custom": "convergence_custom", "default": "convergence"}[label]
     name += "" if pair_names == ["detr"] else "_" + "_".join(pair_names)
     out_dir = os.path.join(opts.work_dir, name)
     os.makedirs(opts.out, exist_ok=True)
     pairs = [PAIRS[p] for p in pair_names]
+    ablation_seeds = [int(s) for s in opts.ablation_seeds.split(",")]
+    pair_seeds = [ablation_seeds if p in ABLATIONS else seeds for p in pair_names]
     start = time.time()
-    runs = list(dict.fromkeys((variant, seed) for seed in seeds for pair in pairs for variant in pair))
-    results = launch_all(runs, config, out_dir, opts.jobs)
-    report = {"label": label, "config": config, "seeds": seeds,
+    runs = list(dict.fromkeys((variant, seed) for pair, pseeds in zip(pairs, pair_seeds) for seed in pseeds
+                              for variant in pair))
+    results = launch_all(runs, config, out_dir, opts.jobs, opts.reuse)
+    report = {"label": label, "config": config, "seeds": seeds, "ablation_seeds": ablation_seeds,
               "wall_s": time.time() - start, "torch": torch.__version__, "threads_per_run": 1, "pairs": []}
     window = max(5, len(results[(pairs[0][0], seeds[0])]["steps"]["loss_ce"]) // 50)
-    for pair_name, (baseline, variant) in zip(pair_names, pairs):
-        summary = summarize_pair(results, baseline, variant, seeds, window)
-        plot_pair(results, baseline, variant, seeds, summary, os.path.join(opts.out, f"{name}_{pair_name}"), window)
+    for pair_name, (baseline, variant), pseeds in zip(pair_names, pairs, pair_seeds):
+        summary = summarize_pair(results, baseline, variant, pseeds, window)
+        plot_pair(results, baseline, variant, pseeds, summary, os.path.join(opts.out, f"{name}_{pair_name}"), window)
         report["pairs"].append(summary)
-    report["runs"] = [{**r, "seed": s, "variant": v} for (v, s), r in results.items()]
+    report["runs"] = [{**r, "seed": s, "variant": v, **({"steps": epoch_means(r)} if opts.epoch_losses else {})}
+                      for (v, s), r in results.items()]
+    report["step_losses"] = "per-epoch means" if opts.epoch_losses else "every step"
     with open(os.path.join(opts.out, f"{name}.json"), "w") as f:
         json.dump(report, f, indent=1)
     with open(os.path.join(opts.out, f"{name}.md"), "w") as f:

@@ -101,6 +101,8 @@ DETR_OPTIONS = ["--d-model", "256", "--nheads", "8", "--enc-layers", "6", "--dec
 DEFORMABLE_OPTIONS = ["--d-model", "256", "--nheads", "8", "--enc-layers", "6", "--dec-layers", "6",
                       "--dim-feedforward", "1024", "--num-queries", "300", "--num-feature-levels", "4",
                       "--n-points", "4"]
+DINO_OPTIONS = ["--d-model", "256", "--nheads", "8", "--enc-layers", "6", "--dec-layers", "6",
+                "--dim-feedforward", "2048", "--num-queries", "900", "--num-feature-levels", "4", "--n-points", "4"]
 
 VARIANTS = [
     Variant("DETR", "detrx", "R50, 100 queries, 6+6 layers, FFN 2048", detrx_builder("detr", DETR_OPTIONS),
@@ -111,6 +113,8 @@ VARIANTS = [
             detrx_builder("deformable_detr", DEFORMABLE_OPTIONS)),
     Variant("Deformable DETR two-stage", "detrx", "as above + two-stage queries",
             detrx_builder("deformable_detr", DEFORMABLE_OPTIONS + ["--two-stage"])),
+    Variant("DINO", "detrx", "R50, 4 levels x 4 points, 900 queries, 6+6 layers, FFN 2048, mixed query selection",
+            detrx_builder("dino", DINO_OPTIONS)),
     Variant("RT-DETR", "HF", "R50-vd, hybrid encoder, 300 queries, 6 decoder layers", lambda size: build_rt_detr()),
     Variant("D-FINE", "HF", "HGNetV2-B4 (D-FINE-L size), 300 queries, 6 decoder layers", build_d_fine),
     Variant("LW-DETR small", "HF", "ViT-192 x 10 layers, P4, 300 queries, 3 decoder layers", build_lw_detr),

@@ -7,7 +7,7 @@ from detrx.models import build_model
 from _models_config import tiny_args
 from helpers import shapes_batch
 
-MODELS = ["detr", "deformable_detr", "dn_detr", "dn_deformable_detr"]
+MODELS = ["detr", "deformable_detr", "dn_detr", "dn_deformable_detr", "dino"]
 
 
 def _expected_logits(args):
@@ -61,7 +61,7 @@ def test_detr_on_a_finer_stride_uses_every_parameter(stride):
 
 
 @pytest.mark.parametrize("model_name, extra", [("dn_detr", []), ("dn_deformable_detr", []),
-                                               ("dn_deformable_detr", ["--two-stage"])])
+                                               ("dn_deformable_detr", ["--two-stage"]), ("dino", [])])
 @pytest.mark.parametrize("contrastive", [False, True])
 def test_matching_queries_do_not_see_dn_queries(model_name, extra, contrastive):
     """Eval mode (no dropout): the matching queries' outputs are identical with and without DN

@@ -13,6 +13,7 @@ from _models_config import tiny_args
 @pytest.mark.parametrize("model_name, extra, steps, loss_drop", [
     ("detr", ["--detr-stride", "8"], 160, 4),
     ("deformable_detr", ["--two-stage"], 120, 2),
+    ("dino", [], 120, 2),
 ])
 def test_tiny_model_overfits_a_few_images(model_name, extra, steps, loss_drop):
     """After `steps` AdamW steps on four images, the mean loss of the last ten steps is below

@@ -33,9 +33,10 @@ def write_checkpoint(path, args, state_dict=None):
     return path
 
 
-def test_dn_checkpoint_exports_its_postprocessed_inference_graph(tmp_path, capsys):
+@pytest.mark.parametrize("model_name", ["dn_deformable_detr", "dino"])
+def test_dn_checkpoint_exports_its_postprocessed_inference_graph(tmp_path, capsys, model_name):
     torch.manual_seed(0)
-    checkpoint = write_checkpoint(tmp_path / "checkpoint.pth", tiny_args("dn_deformable_detr"))
+    checkpoint = write_checkpoint(tmp_path / "checkpoint.pth", tiny_args(model_name))
     out = tmp_path / "model.onnx"
     main(["--checkpoint", str(checkpoint), "--out", str(out), "--dynamic", "--postprocess", "--opset", "20"])
     printed = capsys.readouterr().out

@@ -7,6 +7,10 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnx.numpy_helper  # noqa: E402
+
 import detrx  # noqa: E402
 from _models_config import tiny_args  # noqa: E402
 from _onnx_helpers import max_difference, operator_types, run, session  # noqa: E402
@@ -36,6 +40,7 @@ def random_detector(name, *extra):
 
 
 def export_and_compare(tmp_path, model):
+    """Exports at EXPORT_SHAPE with dynamic axes, checks onnxruntime against eager at CHECK_SHAPES -> the file."""
     module = ExportableDetector(model).eval()
     path = tmp_path / "model.onnx"
     dynamic = torch.export.Dim.DYNAMIC
@@ -51,6 +56,7 @@ def export_and_compare(tmp_path, model):
         got = run(sess, images)
         assert got[0].shape == tuple(expected[0].shape) and got[1].shape == tuple(expected[1].shape)
         assert max(max_difference(g, e) for g, e in zip(got, expected)) <= 1e-4, shape
+    return path
 
 
 def test_deformable_detr_with_box_refinement_and_two_stage(tmp_path):
@@ -60,11 +66,24 @@ def test_deformable_detr_with_box_refinement_and_two_stage(tmp_path):
     export_and_compare(tmp_path, model)
 
 
+def test_dino_without_its_denoising_part(tmp_path):
+    """DINO (4 levels, as in the paper) exports its inference graph: mixed query selection and the
+    per-layer query positions are in it, the DN label embedding is not."""
+    model = random_detector("dino", "--num-feature-levels", "4", "--d-model", "64")
+    path = export_and_compare(tmp_path, model)
+    label_embed = model.denoising.label_embed.weight.detach().numpy()
+    # flattened: constant folding may give a weight another shape
+    weights = [onnx.numpy_helper.to_array(t).ravel() for t in onnx.load(str(path)).graph.initializer]
+    content = model.query_selection.content.weight.detach().numpy().ravel()
+    assert any(np.array_equal(w, content) for w in weights)
+    assert not any(np.array_equal(w, label_embed.ravel()) for w in weights)
+
+
 def test_detr(tmp_path):
     export_and_compare(tmp_path, random_detector("detr"))
 
 
-@pytest.mark.parametrize("name", ["dn_detr", "dn_deformable_detr"])
+@pytest.mark.parametrize("name", ["dn_detr", "dn_deformable_detr", "dino"])
 def test_training_mode_dn_model_is_refused(tmp_path, name):
     model = random_detector(name).train()
     with pytest.raises(ValueError, match="training mode.*DN.*model.eval"):

@@ -91,3 +91,24 @@ def test_epoch_lines_without_progress_and_the_eval_table(one_epoch, capsys):
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in printed or "no detections" in printed
     train.main(["--model", "detr", *SHORT, "--eval", "--allow-random", "--output-dir", one_epoch + "_random"])
     assert "random weights (--allow-random)" in capsys.readouterr().out
+
+
+def test_dino_options_come_from_the_checkpoint_on_resume_and_eval(tmp_path, capsys):
+    """DINO with both ablation switches and its own DN budget: `--resume PATH` alone rebuilds that
+    model and continues exactly as the uninterrupted run; `--eval` on it runs."""
+    options = ["--model", "dino", "--no-mixed-selection", "--no-look-forward-twice", "--dn-number", "20", *SHORT]
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    train.main([*options, "--epochs", "2", "--output-dir", full])
+    train.main([*options, "--epochs", "1", "--output-dir", part])
+    train.main(["--resume", os.path.join(part, "checkpoint.pth"), "--epochs", "2"])
+    expected = load_checkpoint(os.path.join(full, "checkpoint.pth"))
+    got = load_checkpoint(os.path.join(part, "checkpoint.pth"))
+    assert {k: got["model_options"][k] for k in ("dn_number", "mixed_selection", "look_forward_twice")} == \
+        {"dn_number": 20, "mixed_selection": False, "look_forward_twice": False}
+    assert got["step"] == expected["step"] == 4 and expected["model"].keys() == got["model"].keys()
+    for name, weights in expected["model"].items():
+        assert torch.equal(weights, got["model"][name]), name
+    assert [r for r in _log(full) if r["type"] == "train"] == [r for r in _log(part) if r["type"] == "train"]
+    capsys.readouterr()
+    train.main(["--resume", os.path.join(part, "checkpoint.pth"), "--eval"])
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in capsys.readouterr().out

@@ -40,7 +40,7 @@ def get_args_parser():
     t.add_argument("--dec-layers", type=positive_int, default=6, help="decoder layers")
     t.add_argument("--dim-feedforward", type=positive_int, default=2048, help="feed-forward width")
     t.add_argument("--dropout", type=dropout_rate, default=0.1, help="dropout rate")
-    t.add_argument("--num-queries", type=positive_int, default=100, help="object queries")
+    t.add_argument("--num-queries", type=positive_int, default=None, help="object queries (default 100; dino 900)")
     t.add_argument("--num-feature-levels", type=positive_int, default=4, help="deformable models: feature levels")
     t.add_argument("--n-points", type=positive_int, default=4,
                    help="deformable attention: sampling points per head and level")
@@ -50,13 +50,22 @@ def get_args_parser():
     t.add_argument("--no-box-refine", dest="box_refine", action="store_false",
                    help="deformable models: no iterative box refinement")
     t.add_argument("--two-stage", action="store_true", help="deformable models: queries from encoder proposals")
-    d = p.add_argument_group("denoising (dn_ models)")
-    d.add_argument("--dn-groups", type=positive_int, default=5, help="denoising groups")
+    t.add_argument("--no-mixed-selection", dest="mixed_selection", action="store_false",
+                   help="dino: content queries from the selected encoder features instead of learned ones")
+    t.add_argument("--no-look-forward-twice", dest="look_forward_twice", action="store_false",
+                   help="dino: each layer's box trains its own box head only (Deformable DETR's refinement)")
+    d = p.add_argument_group("denoising (dn_ models and dino)")
+    d.add_argument("--dn-groups", type=positive_int, default=5, help="dn_ models: denoising groups")
+    d.add_argument("--dn-number", type=positive_int, default=100,
+                   help="dino: DN queries per batch, in max(1, this // (2 * largest gt count)) groups of "
+                        "positives and negatives")
     d.add_argument("--label-noise-ratio", type=probability, default=0.5, help="probability of a flipped label")
-    d.add_argument("--box-noise-scale", type=non_negative_float, default=0.4, help="box jitter scale (lambda)")
-    d.add_argument("--dn-noise-style", default="dn_detr", choices=["dn_detr", "dino"],
-                   help="centre/size or corner noise")
-    d.add_argument("--contrastive", action="store_true", help="DINO negative DN queries (-> no object)")
+    d.add_argument("--box-noise-scale", type=non_negative_float, default=None,
+                   help="box jitter scale (lambda; default 0.4, dino 1.0)")
+    d.add_argument("--dn-noise-style", default=None, choices=["dn_detr", "dino"],
+                   help="centre/size or corner noise (default dn_detr; dino: dino)")
+    d.add_argument("--contrastive", action="store_true",
+                   help="DINO negative DN queries (-> no object); dino always has them")
     d.add_argument("--dn-loss-coef", type=non_negative_float, default=1.0, help="weight of the DN losses")
     o = p.add_argument_group("loss and matcher")
     o.add_argument("--loss", default=None, choices=["ce", "focal"],
@@ -121,7 +130,13 @@ def is_deformable(args):
 
 
 def fill_model_defaults(args):
-    """The defaults that depend on the model: the class loss and its weights."""
+    """The defaults that depend on the model: the class loss and its weights, and DINO's query
+    count and denoising (always contrastive, corner noise with lambda 1.0, as in the paper)."""
+    dino = args.model == "dino"
+    args.num_queries = args.num_queries or (900 if dino else 100)
+    args.box_noise_scale = args.box_noise_scale if args.box_noise_scale is not None else (1.0 if dino else 0.4)
+    args.dn_noise_style = args.dn_noise_style or ("dino" if dino else "dn_detr")
+    args.contrastive = args.contrastive or dino
     args.loss = args.loss or ("focal" if is_deformable(args) else "ce")
     focal = args.loss == "focal"
     args.ce_loss_coef = args.ce_loss_coef if args.ce_loss_coef is not None else (2.0 if focal else 1.0)
@@ -133,6 +148,14 @@ def check_combinations(args, error):
     """Option combinations that cannot work; error(message) is called for the first one."""
     if args.two_stage and not is_deformable(args):
         error(f"--two-stage applies to the deformable models only, not to --model {args.model}")
+    if args.model != "dino":
+        for flag, on in (("--no-mixed-selection", args.mixed_selection),
+                         ("--no-look-forward-twice", args.look_forward_twice)):
+            if not on:
+                error(f"{flag} applies to --model dino only, not to --model {args.model}")
+    elif args.two_stage or not args.box_refine:
+        error("--model dino always selects its queries from the encoder and refines its boxes: "
+              "leave out --two-stage and --no-box-refine")
     if args.deformable_cross_layers:
         if is_deformable(args):
             error(f"--deformable-cross-layers applies to detr and dn_detr, not to --model {args.model} "

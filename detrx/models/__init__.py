@@ -8,9 +8,9 @@ import argparse
 from detrx.models.backbone import build_backbone
 from detrx.models.criterion import SetCriterion, build_criterion
 from detrx.models.deformable_detr import DeformableDETR
-from detrx.models.denoising import build_denoising
 from detrx.models.detr import DETR
 from detrx.models.dn_deformable_detr import DNDeformableDETR
+from detrx.models.dino import DINO
 from detrx.models.dn_detr import DNDETR
 from detrx.models.matcher import HungarianMatcher, build_matcher
 from detrx.models.postprocess import PostProcess, build_postprocess
@@ -31,12 +31,12 @@ def build_model(args, num_classes=None):
     backbone = build_backbone(options, spec.family.feature_strides(options))
     transformer = spec.family.build_transformer(options)
     if spec.denoising:
-        model = spec.build(options, backbone, transformer, build_denoising(options))
+        model = spec.build(options, backbone, transformer, spec.build_denoising(options))
     else:
         model = spec.build(options, backbone, transformer)
     criterion = build_criterion(options, build_matcher(options))
     return model, criterion, build_postprocess(options)
 
 
-__all__ = ["DETR", "DNDETR", "DNDeformableDETR", "DeformableDETR", "HungarianMatcher", "MODELS", "MODEL_OPTIONS",
+__all__ = ["DETR", "DINO", "DNDETR", "DNDeformableDETR", "DeformableDETR", "HungarianMatcher", "MODELS", "MODEL_OPTIONS",
            "ModelSpec", "PostProcess", "SetCriterion", "build_model", "model_spec"]

@@ -24,16 +24,19 @@ class DenoisingQueries(nn.Module):
         label_noise_ratio, box_noise_scale: the DN-DETR noise (p and lambda).
         contrastive: also make DINO negatives (larger noise, trained towards "no object").
         noise_style: "dn_detr" (centre/size jitter) or "dino" (corner jitter).
+        dn_number: DINO's query budget: when given, it replaces num_groups by
+            max(1, dn_number // group_size) groups for each batch (group_size: the batch's largest
+            gt count, twice that with contrastive groups).
     """
 
     def __init__(self, num_classes, d_model, num_groups=5, label_noise_ratio=0.5, box_noise_scale=0.4,
-                 contrastive=False, noise_style="dn_detr"):
+                 contrastive=False, noise_style="dn_detr", dn_number=None):
         super().__init__()
         if d_model % 8:
             raise ValueError(f"d_model must be divisible by 8 for the box sine encoding, got {d_model}")
         self.num_classes, self.num_groups = num_classes, num_groups
         self.label_noise_ratio, self.box_noise_scale = label_noise_ratio, box_noise_scale
-        self.contrastive, self.noise_style = contrastive, noise_style
+        self.contrastive, self.noise_style, self.dn_number = contrastive, noise_style, dn_number
         self.label_embed = nn.Embedding(num_classes + 1, d_model)
         self.box_proj = nn.Linear(d_model, d_model)
 
@@ -52,6 +55,7 @@ class DenoisingQueries(nn.Module):
         gt_labels, gt_boxes, gt_counts = ops.pad_targets(targets)
         dn = ops.build_dn_queries(gt_labels, gt_boxes, gt_counts, num_classes=self.num_classes,
                               num_queries=num_queries, num_groups=self.num_groups,
+                              dn_number=self.dn_number,
                               label_noise_ratio=self.label_noise_ratio, box_noise_scale=self.box_noise_scale,
                               noise_style=self.noise_style, contrastive=self.contrastive, generator=generator)
         attn_mask = dn.attn_mask.repeat_interleave(nhead, dim=0)  # [B * nhead, K + N, K + N]

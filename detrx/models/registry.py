@@ -8,7 +8,9 @@ from typing import Callable
 
 from detrx.models.deformable_detr import build_deformable_detr
 from detrx.models.deformable_transformer import build_deformable_transformer
+from detrx.models.denoising import build_denoising
 from detrx.models.detr import build_detr
+from detrx.models.dino import build_contrastive_denoising, build_dino
 from detrx.models.dn_deformable_detr import build_dn_deformable_detr
 from detrx.models.dn_detr import build_dn_detr
 from detrx.models.transformer import build_transformer
@@ -26,12 +28,14 @@ class Family:
 @dataclass(frozen=True)
 class ModelSpec:
     """One `--model` name: its family, whether it trains with denoising queries, its builder
-    (args, backbone, transformer[, denoising]) -> model, and a one-line description."""
+    (args, backbone, transformer[, denoising]) -> model, a one-line description, and the builder of
+    its denoising queries (args -> module)."""
 
     family: Family
     denoising: bool
     build: Callable
     description: str
+    build_denoising: Callable = build_denoising
 
 
 DETR_FAMILY = Family("detr", lambda args: (args.detr_stride,), build_transformer)
@@ -46,6 +50,9 @@ MODELS = {
                                  "Deformable DETR: multi-scale deformable attention, box refinement"),
     "dn_deformable_detr": ModelSpec(DEFORMABLE_FAMILY, True, build_dn_deformable_detr,
                                     "DN-Deformable-DETR: Deformable DETR plus denoising queries"),
+    "dino": ModelSpec(DEFORMABLE_FAMILY, True, build_dino,
+                      "DINO: DN-Deformable-DETR with contrastive denoising, mixed query selection and "
+                      "look forward twice", build_contrastive_denoising),
 }
 
 # The options `build_model` reads (besides the class count): what a checkpoint must carry to
@@ -55,13 +62,15 @@ MODEL_OPTIONS = (
     "d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "dropout", "num_queries",
     "num_feature_levels", "n_points", "box_refine", "two_stage", "deformable_cross_layers",
     "dn_groups", "label_noise_ratio", "box_noise_scale", "dn_noise_style", "contrastive", "dn_loss_coef",
+    "dn_number", "mixed_selection", "look_forward_twice",
     "loss", "eos_coef", "ce_loss_coef", "bbox_loss_coef", "giou_loss_coef",
     "set_cost_class", "set_cost_bbox", "set_cost_giou",
 )
 
 # Options added to MODEL_OPTIONS after checkpoints were first written, with the value that rebuilds
 # the model those older checkpoints hold.
-ADDED_MODEL_OPTIONS = {"deformable_cross_layers": []}
+ADDED_MODEL_OPTIONS = {"deformable_cross_layers": [], "dn_number": 100, "mixed_selection": True,
+                       "look_forward_twice": True}
 
 
 def model_spec(name):

@@ -30,8 +30,11 @@ def encoder_proposals(encoded):
     return proposals, valid
 
 
-class TwoStageQueries(nn.Module):
-    """Args:
+class ProposalSelection(nn.Module):
+    """The encoder side of query selection: every token's proposal refined by the encoder heads,
+    scored class-agnostically, the top num_queries kept.
+
+    Args:
         d_model: the transformer width (divisible by 4, for the boxes' sine encoding).
         class_head, box_head: the encoder-side heads (same shapes as the decoder's).
         loss: the class loss, "focal" (sigmoid scores) or "ce" (softmax scores).
@@ -40,18 +43,18 @@ class TwoStageQueries(nn.Module):
     def __init__(self, d_model, class_head, box_head, loss):
         super().__init__()
         if d_model % 4:
-            raise ValueError(f"two-stage queries need d_model divisible by 4, got {d_model}")
+            raise ValueError(f"query selection needs d_model divisible by 4, got {d_model}")
         self.memory_proj, self.memory_norm = nn.Linear(d_model, d_model), nn.LayerNorm(d_model)
         self.class_head, self.box_head = class_head, box_head
-        self.query_proj, self.query_norm = nn.Linear(2 * d_model, 2 * d_model), nn.LayerNorm(2 * d_model)
         self.loss = loss
 
-    def forward(self, encoded, num_queries):
-        """encoded: EncodedImages -> ObjectQueries with reference_points [B, N, 4] and the encoder
-        outputs {"pred_logits" [B, S, K], "pred_boxes" [B, S, 4]} for the encoder's loss."""
+    def select(self, encoded, num_queries):
+        """encoded: EncodedImages -> (reference [B, N, 4] the top proposals' refined boxes, detached;
+        top [B, N] their token indices; memory [B, S, C] the projected encoder output; the encoder
+        outputs {"pred_logits" [B, S, K], "pred_boxes" [B, S, 4]} for the encoder's loss)."""
         num_tokens = encoded.memory.shape[1]
         if num_queries > num_tokens:
-            raise ValueError(f"two-stage selection needs num_queries <= the {num_tokens} encoder tokens, "
+            raise ValueError(f"query selection needs num_queries <= the {num_tokens} encoder tokens, "
                              f"got num_queries = {num_queries}")
         proposals, valid = encoder_proposals(encoded)
         memory = self.memory_norm(self.memory_proj(encoded.memory.masked_fill(~valid[..., None], 0)))  # [B, S, C]
@@ -61,9 +64,23 @@ class TwoStageQueries(nn.Module):
         scores = probs[..., 0].masked_fill(~valid, float("-inf"))  # [B, S] class-agnostic "object"
         top = scores.topk(num_queries, dim=1).indices  # [B, N]
         reference = coords.gather(1, top[..., None].expand(-1, -1, 4)).detach().sigmoid()  # [B, N, 4]
+        return reference, top, memory, {"pred_logits": logits, "pred_boxes": coords.sigmoid()}
+
+
+class TwoStageQueries(ProposalSelection):
+    """Two-stage Deformable DETR's queries: position and content both from the selected boxes."""
+
+    def __init__(self, d_model, class_head, box_head, loss):
+        super().__init__(d_model, class_head, box_head, loss)
+        self.query_proj, self.query_norm = nn.Linear(2 * d_model, 2 * d_model), nn.LayerNorm(2 * d_model)
+
+    def forward(self, encoded, num_queries):
+        """encoded: EncodedImages -> ObjectQueries with reference_points [B, N, 4] and the encoder
+        outputs for the encoder's loss."""
+        reference, _, memory, encoder_outputs = self.select(encoded, num_queries)
         embedding = self.query_norm(self.query_proj(sine_encoding(reference, memory.shape[-1] // 2)))  # [B, N, 2C]
         query_pos, tgt = embedding.chunk(2, dim=-1)
-        return ObjectQueries(tgt, query_pos, reference, {"pred_logits": logits, "pred_boxes": coords.sigmoid()})
+        return ObjectQueries(tgt, query_pos, reference, encoder_outputs)
 
 
 def class_agnostic(targets):
