@@ -72,18 +72,6 @@ def op_cases(role, quick):
                  lambda: attribute(module, "reference", True), lambda: attribute(module, "reference", False))]
 
 
-class Detections(torch.nn.Module):
-    """An HF detector as images -> (logits, boxes)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values):
-        output = self.model(pixel_values=pixel_values)
-        return output.logits, output.pred_boxes
-
-
 def hf_cases(family, quick):
     import transformers
 
@@ -106,7 +94,9 @@ def hf_cases(family, quick):
         model, sizes, label = transformers.RTDetrForObjectDetection(config), [(640, 640)], "RT-DETR R50"
     if quick:
         sizes, label = [(128, 160)], label.split(" R50")[0] + " (tiny)"
-    module = Detections(model.eval()).eval()
+    from detrx.onnx.detector import HFExportableDetector
+
+    module = HFExportableDetector(model.eval()).eval()
     return [Case(f"{family}_{h}x{w}", f"{label} {h}x{w}", module, (torch.rand(1, 3, h, w),),
                  contextlib.nullcontext, detrx_hf.patched) for h, w in sizes]
 

@@ -20,6 +20,7 @@ from _onnx_helpers import operator_types, session  # noqa: E402
 if not detrx.is_compiled():
     pytest.skip("the compiled op is what gets exported", allow_module_level=True)
 import detrx.onnx  # noqa: E402
+from detrx.onnx.detector import HFExportableDetector  # noqa: E402
 from detrx.integrations import transformers as detrx_hf  # noqa: E402
 from test_integrations_transformers import (build_d_fine, build_deformable_detr, build_rt_detr,  # noqa: E402
                                             perturb_sampling_offsets)
@@ -53,18 +54,6 @@ def trained_like(model):
     return model.eval()
 
 
-class Detections(torch.nn.Module):
-    """pixel_values [B, 3, H, W] -> (logits [B, Q, K], boxes [B, Q, 4])."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values):
-        output = self.model(pixel_values=pixel_values)
-        return output.logits, output.pred_boxes
-
-
 def openvino_outputs(path, images):
     """OpenVINO's CPU plugin computes in bfloat16 by default where the CPU has it: ask for float32."""
     core = openvino.Core()
@@ -89,7 +78,7 @@ def assert_runtimes_match(path, expected_by_images):
 def test_hf_model_export_matches_hf_eager(tmp_path, family):
     torch.manual_seed(0)
     model = trained_like(HF_FAMILIES[family]()[0])  # built before patch()
-    module = Detections(model).eval()
+    module = HFExportableDetector(model).eval()
     checks = [torch.rand(shape, generator=torch.Generator().manual_seed(i)) for i, shape in enumerate(CHECK_SHAPES)]
     with torch.no_grad():
         expected = [(images, module(images)) for images in checks]  # HF's own grid_sample path

@@ -65,6 +65,15 @@ class DenoisingQueries(nn.Module):
         return dn, self.embed(dn.labels, dn.boxes), attn_mask, dn_targets
 
 
+def wants_dn(training, targets, use_dn):
+    """Whether a forward builds DN queries: use_dn if given, else in training when targets are given.
+    ValueError when they are asked for without targets (they are built from them)."""
+    use_dn = (training and targets is not None) if use_dn is None else use_dn
+    if use_dn and targets is None:
+        raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
+    return use_dn
+
+
 def split_layers(logits, boxes, num_dn):
     """Per-layer predictions [L, B, K + N, .] -> ((dn_logits, dn_boxes), (logits, boxes))."""
     dn_logits, logits = ops.split_dn_outputs(logits, num_dn, dim=-2)

@@ -7,7 +7,7 @@ import torch
 
 from detrx.models.deformable_detr import DeformableDETR, with_encoder_outputs
 from detrx.models.deformable_transformer import ObjectQueries
-from detrx.models.denoising import split_layers
+from detrx.models.denoising import split_layers, wants_dn
 from detrx.models.detr import pack_outputs
 
 
@@ -23,11 +23,8 @@ class DNDeformableDETR(DeformableDETR):
     def forward(self, images, mask, targets=None, use_dn=None, generator=None):
         """As DeformableDETR.forward, plus "dn_outputs" and "dn_targets" when DN queries run (see
         DNDETR.forward)."""
-        use_dn = (self.training and targets is not None) if use_dn is None else use_dn
-        if not use_dn:
+        if not wants_dn(self.training, targets, use_dn):
             return super().forward(images, mask)
-        if targets is None:
-            raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
         encoded = self.encode(images, mask)
         queries = self.object_queries(encoded)
         dn, dn_pos, attn_mask, dn_targets = self.denoising(

@@ -5,7 +5,7 @@ the DN mask keeps object queries (and other groups) from seeing a group's noisy 
 DN queries exist only in training: at inference the model is exactly DETR."""
 import torch
 
-from detrx.models.denoising import split_layers
+from detrx.models.denoising import split_layers, wants_dn
 from detrx.models.detr import DETR, pack_outputs
 
 
@@ -22,11 +22,8 @@ class DNDETR(DETR):
         matching queries': "pred_logits" [B, K, classes], "pred_boxes" [B, K, 4], "aux_outputs"), and
         "dn_targets", their loss targets ("labels", "boxes", "box_mask", "valid", "num_groups").
         use_dn=True in eval mode runs them too (used to check the mask for leaks)."""
-        use_dn = (self.training and targets is not None) if use_dn is None else use_dn
-        if not use_dn:
+        if not wants_dn(self.training, targets, use_dn):
             return super().forward(images, mask)
-        if targets is None:
-            raise ValueError("targets are required when use_dn is True (DN queries are built from them)")
         encoded = self.encode_inputs(images, mask)
         dn, dn_pos, attn_mask, dn_targets = self.denoising(
             targets, self.num_queries, self.transformer.nhead, generator)

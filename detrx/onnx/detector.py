@@ -29,3 +29,20 @@ class ExportableDetector(nn.Module):
             return outputs["pred_logits"], outputs["pred_boxes"]
         sizes = torch.tensor(images.shape[-2:], device=images.device)[None].expand(images.shape[0], 2)  # [B, 2]
         return self.postprocess.batched(outputs, sizes)
+
+
+class HFExportableDetector(nn.Module):
+    """A Hugging Face object detector (DeformableDetrForObjectDetection, RTDetrForObjectDetection,
+    DFineForObjectDetection, ...) as an export graph: `pixel_values` [B, 3, H, W] in, its `logits`
+    [B, Q, K] and `pred_boxes` [B, Q, 4] out."""
+
+    output_names = ["logits", "boxes"]
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        output = self.model(pixel_values=pixel_values)
+        return output.logits, output.pred_boxes
+
