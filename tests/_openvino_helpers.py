@@ -1,6 +1,7 @@
 """Builders shared by the OpenVINO tests: a one-node ONNX model of detrx's MSDA operation, and an
 OpenVINO core with (or without) detrx's extension."""
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 INPUT_NAMES = ("value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights")
@@ -31,3 +32,18 @@ def core_with_extension():
     core = openvino.Core()
     core.add_extension(detrx.openvino.library_path())
     return core
+
+
+def skip_without_extension(needs_compiled_op=False):
+    """Skips the calling test module when detrx's OpenVINO library (or, if asked, the compiled op)
+    is not built."""
+    import detrx
+    import detrx.openvino
+
+    if needs_compiled_op and not detrx.is_compiled():
+        pytest.skip("the compiled op is what gets converted or exported", allow_module_level=True)
+    try:
+        detrx.openvino.library_path()
+    except FileNotFoundError as missing:
+        pytest.skip(str(missing), allow_module_level=True)
+

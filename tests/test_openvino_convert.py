@@ -7,18 +7,13 @@ import torch
 
 openvino = pytest.importorskip("openvino")
 
-import detrx  # noqa: E402
 import detrx.openvino  # noqa: E402
 from detrx.ops import ms_deform_attn  # noqa: E402
 
+from _openvino_helpers import skip_without_extension  # noqa: E402
 from helpers import make_inputs  # noqa: E402
 
-if not detrx.is_compiled():
-    pytest.skip("the compiled op is what gets converted", allow_module_level=True)
-try:
-    detrx.openvino.library_path()
-except FileNotFoundError as missing:
-    pytest.skip(str(missing), allow_module_level=True)
+skip_without_extension(needs_compiled_op=True)
 
 # OpenVINO's CPU plugin runs float32 models in bfloat16 where the CPU has bfloat16 instructions
 # unless told otherwise: the comparisons with eager PyTorch ask for float32.

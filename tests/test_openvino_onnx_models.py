@@ -7,20 +7,14 @@ import torch
 openvino = pytest.importorskip("openvino")
 pytest.importorskip("onnxscript")
 
-import detrx  # noqa: E402
-import detrx.openvino  # noqa: E402
 
-if not detrx.is_compiled():
-    pytest.skip("the compiled op is what gets exported", allow_module_level=True)
-try:
-    detrx.openvino.library_path()
-except FileNotFoundError as missing:
-    pytest.skip(str(missing), allow_module_level=True)
+from _openvino_helpers import core_with_extension, skip_without_extension  # noqa: E402
+
+skip_without_extension(needs_compiled_op=True)
 
 import detrx.onnx  # noqa: E402
 from detrx.onnx.detector import ExportableDetector  # noqa: E402
 
-from _openvino_helpers import core_with_extension  # noqa: E402
 from _onnx_helpers import operator_types  # noqa: E402
 from test_onnx_models import CHECK_SHAPES, EXPORT_SHAPE, random_detector  # noqa: E402
 

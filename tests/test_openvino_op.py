@@ -18,13 +18,10 @@ openvino = pytest.importorskip("openvino")
 import detrx.openvino  # noqa: E402
 from detrx.ops import ms_deform_attn  # noqa: E402
 
-from _openvino_helpers import core_with_extension, msda_onnx  # noqa: E402
+from _openvino_helpers import core_with_extension, msda_onnx, skip_without_extension  # noqa: E402
 from helpers import make_inputs  # noqa: E402
 
-try:
-    detrx.openvino.library_path()
-except FileNotFoundError as missing:
-    pytest.skip(str(missing), allow_module_level=True)
+skip_without_extension()
 
 
 @pytest.fixture(scope="module")
