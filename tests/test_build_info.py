@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import detrx
@@ -40,6 +41,7 @@ print(json.dumps({"build_info": detrx.build_info(),
 """
 
 
+@pytest.mark.copied_package
 def test_fallback_without_the_extension(tmp_path):
     inputs = make_inputs(channels=32)
     torch.save(inputs, tmp_path / "inputs.pt")

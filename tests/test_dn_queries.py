@@ -266,6 +266,7 @@ def test_opcheck(per_image_mask):
         torch.library.opcheck(torch.ops.detrx.dn_queries.default, args)
 
 
+@pytest.mark.full_graph
 @requires_extension
 def test_torch_compile_full_graph_with_dynamic_shapes():
     labels, boxes, counts = random_gts(3, 4, 5, torch.Generator().manual_seed(20), counts=torch.tensor([4, 1, 0]))

@@ -37,6 +37,7 @@ def _probe(root):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.copied_package
 @pytest.mark.parametrize("broken", [False, True], ids=["never built", "fails to load"])
 def test_fallback_warning_says_what_failed(tmp_path, broken):
     package = _copy_without_extension(tmp_path)

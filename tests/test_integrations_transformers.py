@@ -309,6 +309,7 @@ def msda_module_inputs(levels=((6, 5), (3, 3)), batch=2, queries=7, heads=2, cha
     return value, spatial_shapes, [tuple(level) for level in levels], level_start_index, locations, weights, 64
 
 
+@pytest.mark.full_graph
 def test_compile_fullgraph_of_a_patched_hf_msda_module():
     from transformers.models.deformable_detr.modeling_deformable_detr import MultiScaleDeformableAttention
 

@@ -52,6 +52,7 @@ def test_opcheck_backward(device, sample):
     torch.library.opcheck(torch.ops.detrx.ms_deform_attn_backward.default, args)
 
 
+@pytest.mark.full_graph
 def test_compile_fullgraph_matches_eager(device):
     inputs = make_inputs(channels=32, dtype=torch.float32, device=device)
 

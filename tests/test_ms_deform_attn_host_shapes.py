@@ -76,6 +76,7 @@ def test_opcheck_with_the_list(device):
                           (grad_output, value.detach(), shapes, starts, locations.detach(), weights.detach(), FLAT))
 
 
+@pytest.mark.full_graph
 def test_compile_fullgraph_with_the_list(device):
     inputs = make_inputs(channels=32, dtype=torch.float32, device=device)
 

@@ -62,6 +62,7 @@ def test_opcheck_mixed(device, value_dtype):
                            locations.detach(), weights.detach()))
 
 
+@pytest.mark.full_graph
 def test_compile_fullgraph_mixed():
     inputs = mixed_inputs(torch.bfloat16, "cpu")
     compiled = torch.compile(ms_deform_attn, fullgraph=True, backend="aot_eager")

@@ -74,6 +74,7 @@ def assert_runtimes_match(path, expected_by_images):
                 assert difference <= TOLERANCE, (runtime, list(images.shape), difference)
 
 
+@pytest.mark.dynamic_export
 @pytest.mark.parametrize("family", HF_FAMILIES)
 def test_hf_model_export_matches_hf_eager(tmp_path, family):
     torch.manual_seed(0)
