@@ -4,11 +4,12 @@
 axis it finds the two pixels around every sampling point, whether each lies on the map, its
 bilinear weight and its index; per bilinear corner it combines them into the corner's weight
 (times the attention weight) and its row in the flattened values, gathers those rows with one
-`Gather` (off-map corners read an appended zero row) and sums the L * P samples of each
-(query, head) with a `MatMul`. The conventions are the op's:
+`Gather` (an off-map corner has weight 0 and reads a pixel of its level) and sums the L * P
+samples of each (query, head) with a `MatMul`. The conventions are the op's:
 
 - pixel coordinate = location * size - 0.5 (grid_sample, align_corners=False);
-- corners off the map contribute zero (padding_mode="zeros"), locations outside [0, 1] are legal;
+- corners off the map contribute zero (padding_mode="zeros": weight 0 times a finite value),
+  locations outside [0, 1] are legal;
 - non-finite locations sample nothing; levels of size 0 contribute nothing;
 - float16 / bfloat16 inputs are computed in float32 (like the kernels), float64 in float64.
 
@@ -70,10 +71,10 @@ def _scalar(number, dtype):
     return op.Cast(op.Constant(value_float=number), to=dtype)
 
 
-def _axis_taps(pixel, size, off_map_index, dtype):
+def _axis_taps(pixel, size, dtype):
     """Pixel coordinates along one axis, the level sizes along it [L, 1] -> for the two neighbouring
-    pixels (floor, floor + 1): (bilinear weight, int64 pixel index), with weight 0 and index
-    off_map_index where the pixel is off the map, or the coordinate is NaN or infinite."""
+    pixels (floor, floor + 1): (bilinear weight, int64 pixel index), with weight 0 and index 0 where
+    the pixel is off the map, or the coordinate is NaN or infinite."""
     one, zero = _scalar(1.0, dtype), _scalar(0.0, dtype)
     low = op.Floor(pixel)
     frac = op.Sub(pixel, low)
@@ -81,7 +82,7 @@ def _axis_taps(pixel, size, off_map_index, dtype):
     for neighbour, weight in ((low, op.Sub(one, frac)), (op.Add(low, one), frac)):
         on_map = op.And(op.GreaterOrEqual(neighbour, zero), op.Less(neighbour, size))  # false for NaN
         taps.append((op.Where(on_map, weight, zero),
-                     op.Where(on_map, op.Cast(neighbour, to=ir.DataType.INT64), off_map_index)))
+                     op.Where(on_map, op.Cast(neighbour, to=ir.DataType.INT64), _ints(0))))
     return taps
 
 
@@ -99,26 +100,24 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     queries = _dim(sampling_locations, 1)
     samples = op.Mul(_dim(sampling_locations, 3), _dim(sampling_locations, 4))  # L * P
 
-    # Value rows [N * S * M + 1, D]: row (n * S + s) * M + m, then one zero row that every
-    # off-map corner reads (so no off-map value, however large, reaches the sum).
-    rows = op.Reshape(value, op.Concat(_ints(-1), channels, axis=0))
-    zero_row = op.Expand(_scalar(0.0, dtype), op.Concat(_ints(1), channels, axis=0))
-    rows = op.Concat(rows, zero_row, axis=0)
-    zero_row_index = op.Mul(op.Mul(batch, num_values), heads)  # [1]
-
     heights_int = _level_column(spatial_shapes, 0)  # [L, 1]
     widths_int = _level_column(spatial_shapes, 1)
     heights, widths = op.Cast(heights_int, to=dtype), op.Cast(widths_int, to=dtype)
+    rows = op.Reshape(value, op.Concat(_ints(-1), channels, axis=0))  # [N * S * M, D], row (n * S + s) * M + m
+
     half = _scalar(0.5, dtype)
     x = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=0), axis=-1), widths), half)
     y = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1), heights), half)
-    x_taps = _axis_taps(x, widths, zero_row_index, dtype)  # x, y: [N, Lq, M, L, P] pixel coordinates
-    y_taps = _axis_taps(y, heights, zero_row_index, dtype)
+    x_taps = _axis_taps(x, widths, dtype)  # x, y: [N, Lq, M, L, P] pixel coordinates
+    y_taps = _axis_taps(y, heights, dtype)
 
-    # row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m;
-    # an off-map index (zero_row_index) on either axis makes it >= zero_row_index, clipped to it
+    # row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m.
+    # A corner off the map on either axis has weight 0 and index 0 on that axis, so it reads a pixel
+    # of its level's first row or column; for an empty level (0 x W) that is start_l + ix, which
+    # start_l <= S - W_l keeps among the values.
+    level_start = op.Min(op.Reshape(level_start_index, _ints(-1, 1)), op.Sub(num_values, widths_int))  # [L, 1]
     image_start = op.Add(op.Mul(op.Reshape(_arange(batch), _ints(-1, 1, 1, 1, 1)), num_values),
-                         op.Reshape(level_start_index, _ints(-1, 1)))  # [N, 1, 1, L, 1]
+                         level_start)  # [N, 1, 1, L, 1]
     head_index = op.Reshape(_arange(heads), _ints(1, 1, -1, 1, 1))  # [1, 1, M, 1, 1]
     x_parts = [(weight, op.Mul(index, heads)) for weight, index in x_taps]
     y_parts = [(op.Mul(weight, attention_weights),
@@ -130,8 +129,7 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     for y_weight, y_rows in y_parts:
         for x_weight, x_rows in x_parts:
             weight = op.Reshape(op.Mul(y_weight, x_weight), weight_shape)
-            row = op.Min(op.Add(y_rows, x_rows), zero_row_index)
-            gathered = op.Reshape(op.Gather(rows, row, axis=0), sample_shape)  # [N, Lq, M, L*P, D]
+            gathered = op.Reshape(op.Gather(rows, op.Add(y_rows, x_rows), axis=0), sample_shape)  # [N, Lq, M, L*P, D]
             corner = op.MatMul(weight, gathered)  # [N, Lq, M, 1, D]
             output = corner if output is None else op.Add(output, corner)
     output = op.Reshape(output, op.Concat(batch, queries, op.Mul(heads, channels), axis=0))
