@@ -71,19 +71,19 @@ def _scalar(number, dtype):
     return op.Cast(op.Constant(value_float=number), to=dtype)
 
 
-def _axis_taps(pixel, size, dtype):
-    """Pixel coordinates along one axis, the level sizes along it [L, 1] -> for the two neighbouring
-    pixels (floor, floor + 1): (bilinear weight, int64 pixel index), with weight 0 and index 0 where
-    the pixel is off the map, or the coordinate is NaN or infinite."""
-    one, zero = _scalar(1.0, dtype), _scalar(0.0, dtype)
-    low = op.Floor(pixel)
-    frac = op.Sub(pixel, low)
-    taps = []
-    for neighbour, weight in ((low, op.Sub(one, frac)), (op.Add(low, one), frac)):
-        on_map = op.And(op.GreaterOrEqual(neighbour, zero), op.Less(neighbour, size))  # false for NaN
-        taps.append((op.Where(on_map, weight, zero),
-                     op.Where(on_map, op.Cast(neighbour, to=ir.DataType.INT64), _ints(0))))
-    return taps
+def _axis_taps(pixel, size, tap_axis, dtype):
+    """Pixel coordinates along one axis [N, Lq, M, L, P], the level sizes along it [L, 1] -> the two
+    neighbouring pixels (floor, floor + 1) on a new axis of length 2, axis 3 (tap_axis 0, y) or 4
+    (tap_axis 1, x) of [N, Lq, M, ., ., L, P]: (bilinear weight 1 - |pixel - neighbour|, int64
+    neighbour index), with weight 0 and index 0 where the neighbour is off the map or the
+    coordinate is NaN or infinite."""
+    zero = _scalar(0.0, dtype)
+    offsets = op.Cast(op.Reshape(_ints(0, 1), _ints(2, 1, 1, 1) if tap_axis == 0 else _ints(2, 1, 1)), to=dtype)
+    pixel = op.Unsqueeze(pixel, _ints(3, 4))  # [N, Lq, M, 1, 1, L, P]
+    neighbour = op.Add(op.Floor(pixel), offsets)  # [N, Lq, M, 2, 1, L, P] or [N, Lq, M, 1, 2, L, P]
+    weight = op.Sub(_scalar(1.0, dtype), op.Abs(op.Sub(pixel, neighbour)))
+    on_map = op.And(op.GreaterOrEqual(neighbour, zero), op.Less(neighbour, size))  # false for NaN
+    return op.Where(on_map, weight, zero), op.Where(on_map, op.Cast(neighbour, to=ir.DataType.INT64), _ints(0))
 
 
 def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
@@ -98,7 +98,7 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
         attention_weights = op.Cast(attention_weights, to=dtype)
     batch, num_values, heads, channels = (_dim(value, axis) for axis in range(4))
     queries = _dim(sampling_locations, 1)
-    samples = op.Mul(_dim(sampling_locations, 3), _dim(sampling_locations, 4))  # L * P
+    corners = op.Mul(op.Mul(_dim(sampling_locations, 3), _dim(sampling_locations, 4)), _ints(4))  # 4 * L * P
 
     heights_int = _level_column(spatial_shapes, 0)  # [L, 1]
     widths_int = _level_column(spatial_shapes, 1)
@@ -108,30 +108,25 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     half = _scalar(0.5, dtype)
     x = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=0), axis=-1), widths), half)
     y = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1), heights), half)
-    x_taps = _axis_taps(x, widths, dtype)  # x, y: [N, Lq, M, L, P] pixel coordinates
-    y_taps = _axis_taps(y, heights, dtype)
+    y_weight, y_index = _axis_taps(y, heights, 0, dtype)  # [N, Lq, M, 2, 1, L, P]
+    x_weight, x_index = _axis_taps(x, widths, 1, dtype)   # [N, Lq, M, 1, 2, L, P]
 
     # row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m.
     # A corner off the map on either axis has weight 0 and index 0 on that axis, so it reads a pixel
     # of its level's first row or column; for an empty level (0 x W) that is start_l + ix, which
     # start_l <= S - W_l keeps among the values.
     level_start = op.Min(op.Reshape(level_start_index, _ints(-1, 1)), op.Sub(num_values, widths_int))  # [L, 1]
-    image_start = op.Add(op.Mul(op.Reshape(_arange(batch), _ints(-1, 1, 1, 1, 1)), num_values),
-                         level_start)  # [N, 1, 1, L, 1]
-    head_index = op.Reshape(_arange(heads), _ints(1, 1, -1, 1, 1))  # [1, 1, M, 1, 1]
-    x_parts = [(weight, op.Mul(index, heads)) for weight, index in x_taps]
-    y_parts = [(op.Mul(weight, attention_weights),
-                op.Add(op.Mul(op.Add(image_start, op.Mul(index, widths_int)), heads), head_index))
-               for weight, index in y_taps]
-    sample_shape = op.Concat(batch, queries, heads, samples, channels, axis=0)  # [N, Lq, M, L*P, D]
-    weight_shape = op.Concat(batch, queries, heads, _ints(1), samples, axis=0)  # [N, Lq, M, 1, L*P]
-    output = None
-    for y_weight, y_rows in y_parts:
-        for x_weight, x_rows in x_parts:
-            weight = op.Reshape(op.Mul(y_weight, x_weight), weight_shape)
-            gathered = op.Reshape(op.Gather(rows, op.Add(y_rows, x_rows), axis=0), sample_shape)  # [N, Lq, M, L*P, D]
-            corner = op.MatMul(weight, gathered)  # [N, Lq, M, 1, D]
-            output = corner if output is None else op.Add(output, corner)
+    image_start = op.Add(op.Mul(op.Reshape(_arange(batch), _ints(-1, 1, 1, 1, 1, 1, 1)), num_values),
+                         level_start)  # [N, 1, 1, 1, 1, L, 1]
+    head_index = op.Reshape(_arange(heads), _ints(1, 1, -1, 1, 1, 1, 1))  # [1, 1, M, 1, 1, 1, 1]
+    y_rows = op.Add(op.Mul(op.Add(image_start, op.Mul(y_index, widths_int)), heads), head_index)
+    corner_rows = op.Add(y_rows, op.Mul(x_index, heads))  # [N, Lq, M, 2, 2, L, P]
+    corner_weights = op.Mul(op.Mul(y_weight, op.Unsqueeze(attention_weights, _ints(3, 4))), x_weight)
+
+    # the 4 * L * P corners of each (query, head): one Gather, one weighted sum
+    gathered = op.Gather(rows, op.Reshape(corner_rows, op.Concat(batch, queries, heads, corners, axis=0)), axis=0)
+    weights = op.Reshape(corner_weights, op.Concat(batch, queries, heads, _ints(1), corners, axis=0))
+    output = op.MatMul(weights, gathered)  # [N, Lq, M, 1, 4 * L * P] x [N, Lq, M, 4 * L * P, D]
     output = op.Reshape(output, op.Concat(batch, queries, op.Mul(heads, channels), axis=0))
     return op.Cast(output, to=out_type) if out_type in _HALF_TYPES else output
 
