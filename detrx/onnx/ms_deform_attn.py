@@ -123,7 +123,7 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
 
     # Value row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m,
     # value rows [N * S * M, D]. The corners of base (by, bx) are that pixel plus 0, dx, dy, dy + dx pixels
-    # (dx = 1, dy = W_l; 0 on an axis of size 1, whose second tap weighs nothing). start_l <= S - W_l
+    # (dx = 1, dy = W_l; 0 on an axis of size 1, whose second tap weighs nothing). start_l <= S - max(W_l, 1)
     # keeps an empty last level, whose samples weigh nothing, among the values.
     rows = op.Reshape(value, op.Concat(_ints(-1), channels, axis=0))
     level_start = op.Min(op.Reshape(level_start_index, _ints(-1, 1)),
@@ -133,10 +133,8 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     base_row = op.Add(op.Add(op.Mul(base_y, op.Mul(widths, heads)), op.Mul(base_x, heads)), first_row)
     dx = op.Cast(op.GreaterOrEqual(widths, _ints(2)), to=ir.DataType.INT64)  # [L, 1]
     dy = op.Mul(op.Cast(op.GreaterOrEqual(heights, _ints(2)), to=ir.DataType.INT64), widths)
-    corner_offsets = op.Reshape(op.Mul(op.Concat(op.Mul(dx, _ints(0)), dx, dy, op.Add(dy, dx), axis=1), heads),
-                                _ints(-1, 1))  # [L * 4, 1]
-    corner_offsets = op.Transpose(op.Reshape(corner_offsets, op.Concat(_ints(-1, 4), _ints(1), axis=0)),
-                                  perm=[1, 0, 2])  # [4, L, 1]
+    corner_offsets = op.Mul(op.Concat(op.Mul(dx, _ints(0)), dx, dy, op.Add(dy, dx), axis=1), heads)  # [L, 4]
+    corner_offsets = op.Transpose(op.Unsqueeze(corner_offsets, _ints(2)), perm=[1, 0, 2])  # [4, L, 1]
     corner_rows = op.Add(op.Unsqueeze(base_row, _ints(3)), corner_offsets)  # [N, Lq, M, 4, L, P]
 
     gathered = op.Gather(rows, op.Reshape(corner_rows, op.Concat(batch, queries, heads, corners, axis=0)), axis=0)
