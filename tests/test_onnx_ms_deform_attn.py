@@ -67,6 +67,7 @@ def test_exported_op_passes_the_checker_and_has_no_grid_sample(op_file):
     (((9, 5), (4, 7), (1, 1)), 3, 11),     # other image size, batch and query count
     (((2, 3), (1, 1), (1, 2)), 1, 1),
     (((4, 6), (0, 3), (2, 2)), 2, 7),      # an empty level
+    (((4, 6), (2, 2), (0, 3)), 2, 3),      # an empty last level
 ])
 def test_onnxruntime_matches_the_op(op_file, levels, batch, queries):
     inputs = op_inputs(levels, batch, queries, seed=batch + queries)
