@@ -5,7 +5,7 @@ onnxruntime, in one process.
     python benchmarks/export.py [--sizes 512x512,800x1333] [--threads N] [--json PATH] [--quick]
 
 Models (random weights, the paper's MSDA initialisation, eval mode, batch 1):
-- "study": the convergence study's Deformable DETR (benchmarks/convergence.py DEFAULT: d_model 64,
+- "study": the convergence study's Deformable DETR (benchmarks/study/config.py STUDY_CONFIG: d_model 64,
   4 heads, 3 levels, 1 encoder and 3 decoder layers, 8 queries);
 - "d256": a paper-width one (train_step.py PAPER_WIDTH_CONFIG: d_model 256, 8 heads, 4 levels, 4 points,
   2 encoder and 2 decoder layers, 100 queries).
@@ -31,14 +31,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from attn_inputs import CASES, make_inputs  # noqa: E402
 from common import describe_machine, format_table, time_interleaved, use_reference, write_json  # noqa: E402
-from convergence import DEFAULT  # noqa: E402
+from study.config import STUDY_CONFIG  # noqa: E402
 from train_step import PAPER_WIDTH_CONFIG  # noqa: E402
 
 from detrx.engine.config import parse_args  # noqa: E402
 from detrx.models import build_model  # noqa: E402
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference  # noqa: E402
 
-MODELS = {"study": DEFAULT, "d256": DEFAULT + PAPER_WIDTH_CONFIG}  # later options win
+MODELS = {"study": STUDY_CONFIG, "d256": STUDY_CONFIG + PAPER_WIDTH_CONFIG}  # later options win
 EXPORT_SIZE = (256, 256)  # every level at least 2 x 2, so no axis is fixed to 1
 
 

@@ -3,7 +3,7 @@ MSDA op and with its grid_sample reference, in one process.
 
     python benchmarks/train_step.py [--threads N] [--quick] [--json PATH]
 
-Two models on synthetic shapes: the convergence study's (convergence.py: d_model 64, 3 levels,
+Two models on synthetic shapes: the convergence study's (study/config.py: d_model 64, 3 levels,
 64 x 64 images, batch 8) and a paper-width one (d_model 256, 8 heads, 4 levels, 4 points, 128 x 128
 images, batch 2), where MSDA is a larger part of the step. The two variants of each model are timed
 in alternating rounds (common.py); the rest of the step (backbone, linear layers, losses) is the
@@ -16,7 +16,7 @@ import torch
 
 from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
                     write_json)
-from convergence import DEFAULT as STUDY_CONFIG
+from study.config import STUDY_CONFIG
 from detrx import build_info
 from detrx.data import build_dataset, collate_fn
 from detrx.engine.config import parse_args

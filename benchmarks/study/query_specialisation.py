@@ -1,6 +1,6 @@
 """Query specialisation over training, from the per-epoch val predictions of a convergence study.
 
-    python benchmarks/query_specialisation.py [--runs DIR] [--variants detr,dn_detr] [--seeds 0,1]
+    python benchmarks/study/query_specialisation.py [--runs DIR] [--variants detr,dn_detr] [--seeds 0,1]
 
 For each (variant, seed) and epoch: `detrx.engine.query_specialisation.specialisation` on a 3x3
 grid of image regions, over the hits (confident predictions, score >= 0.3, that find a ground-truth
@@ -21,12 +21,15 @@ too. Writes to --out:
 """
 import json
 import os
+import sys
 
 import numpy as np
 
 from detrx.engine.error_types import prediction_types
 from detrx.engine.query_specialisation import specialisation
-from study_predictions import load_run, parse_study_args, save_figure, study_parser
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: study
+from study.predictions import load_run, parse_study_args, save_figure, study_parser  # noqa: E402
 
 SCORE_THRESHOLD, GRID = 0.3, 3
 MIN_RECALL, WINDOW = 0.5, 3
