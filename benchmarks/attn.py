@@ -25,7 +25,7 @@ import torch
 import detrx
 from attn_inputs import CASES, LEVELS, compulsory_bytes, make_inputs
 from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
-                    write_json)
+                    machine_header, write_json)
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 from limits import copy_bandwidth, gemm_multiply_adds, roofline
 from memory import check_cpu_peak_method, cpu_peak_supported, peak_memory, prepare_cpu_process
@@ -279,6 +279,7 @@ def main():
         print("warning: detrx is not compiled; 'detrx' rows time the reference", file=sys.stderr)
 
     machine = describe_machine(device)
+    print(machine_header(machine), flush=True)
     machine.update(dtype=args.dtype, build_info=detrx.build_info())
     start = time.perf_counter()
     cases = {case.name: case for case in CASES}

@@ -56,6 +56,15 @@ def describe_machine(device):
     return description
 
 
+
+def machine_header(machine):
+    """The line every timing table starts with: the machine, threads, torch and date, all read from
+    describe_machine()."""
+    hardware = machine.get("gpu_name") or machine["cpu_model"]
+    return (f"{hardware} ({machine['device']}), {machine['torch_threads']} threads of {machine['cpus_usable']} "
+            f"usable CPUs, torch {machine['torch']}, {machine['date_utc'][:10]}, "
+            f"1-min load average {machine['load_average_1min']}")
+
 def _measure(timer, min_run_time, min_samples, seconds_per_call):
     """A Measurement of at least min_samples samples (see time_callable)."""
     if seconds_per_call is not None and seconds_per_call * min_samples >= min_run_time:

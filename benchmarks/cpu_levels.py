@@ -29,7 +29,7 @@ import time
 import torch
 
 from attn_inputs import CASES, make_inputs
-from common import describe_machine, format_table, time_interleaved, write_json
+from common import describe_machine, machine_header, format_table, time_interleaved, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -148,6 +148,7 @@ def main():
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     machine = describe_machine("cpu")
+    print(machine_header(machine), flush=True)
     if args.levels:
         from detrx import _C
         names = list(_C.supported_cpu_levels())

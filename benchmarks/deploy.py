@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 
 from deploy_cases import CASES, build_case  # noqa: E402
 from deploy_runtimes import export_files, runtime_columns  # noqa: E402
-from common import describe_machine, format_table, time_interleaved, write_json  # noqa: E402
+from common import describe_machine, machine_header, format_table, time_interleaved, write_json  # noqa: E402
 
 COLUMNS = ("eager_gridsample", "eager_detrx", "ort_gridsample", "ort_detrx", "ov_gridsample", "ov_detrx_op")
 RATIOS = {  # name: (numerator, denominator)
@@ -118,6 +118,7 @@ def main(argv=None):
     if opts.quick:
         thread_counts, opts.min_run_time = [1], 0.2
     machine, start, rows = describe_machine("cpu"), time.time(), []
+    print(machine_header(machine), flush=True)
     with tempfile.TemporaryDirectory() as work_dir:
         for name in names:
             for case in build_case(name, opts.quick):

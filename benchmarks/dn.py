@@ -20,7 +20,7 @@ import time
 import torch
 
 from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
-                    write_json)
+                    machine_header, write_json)
 from detrx.ops import build_dn_queries, build_dn_queries_reference
 
 MODES = {
@@ -96,6 +96,7 @@ def main():
         torch.set_num_threads(args.threads)
     budget = {"min_run_time": 0.15 if args.quick else 0.6, "min_samples": 3}
     machine = describe_machine(device)
+    print(machine_header(machine), flush=True)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     rows = [measure(mode, form, batch, max_gts, device, generator, budget)

@@ -30,7 +30,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from attn_inputs import CASES, make_inputs  # noqa: E402
-from common import describe_machine, format_table, time_interleaved, use_reference, write_json  # noqa: E402
+from common import (describe_machine, format_table, machine_header, time_interleaved, use_reference,  # noqa: E402
+                    write_json)
 from study.config import STUDY_CONFIG  # noqa: E402
 from train_step import PAPER_WIDTH_CONFIG  # noqa: E402
 
@@ -186,6 +187,7 @@ def main(argv=None):
         torch.set_num_threads(opts.threads)
     threads = torch.get_num_threads()
     machine = describe_machine("cpu")
+    print(machine_header(machine), flush=True)
     start = time.time()
     rows = []
     with tempfile.TemporaryDirectory() as work_dir:

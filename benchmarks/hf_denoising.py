@@ -17,7 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import describe_machine  # noqa: E402
+from benchmarks.common import describe_machine, machine_header  # noqa: E402
 from detrx.integrations.hf_denoising import get_contrastive_denoising_training_group  # noqa: E402
 
 NUM_CLASSES, NUM_QUERIES, NUM_DENOISING = 80, 300, 100
@@ -89,6 +89,7 @@ def main():
                      "speedup": statistics.median(hf_times) / statistics.median(detrx_times)})
 
     machine = describe_machine(device)
+    print(machine_header(machine), flush=True)
     print(f"get_contrastive_denoising_training_group on {device} ({machine['cpu_model']}, "
           f"{machine['torch_threads']} threads), torch {machine['torch']}; ms per call, median (p10-p90)")
     print(f"{'B':>3} {'max gts':>7} {'K':>5} | {'HF':>22} | {'detrx':>22} | speed-up")

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (describe_machine, format_table, load_average, native_stderr_silenced, time_interleaved,  # noqa: E402
-                    write_json)
+                    machine_header, write_json)
 
 MSDA_OPS = ("aten::grid_sampler_2d", "aten::grid_sampler_2d_backward", "detrx::ms_deform_attn",
             "detrx::ms_deform_attn_backward")
@@ -204,6 +204,7 @@ def main(argv=None):
     cases = [case for case in CASES if not (args.quick and case[2] == (800, 1333))
              and (args.only is None or args.only in case[0])]
     machine = describe_machine(args.device)
+    print(machine_header(machine), flush=True)
     rows = []
     for case in cases:
         rows += run_case(case, args.device, runs)

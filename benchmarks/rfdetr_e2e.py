@@ -25,7 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import describe_machine  # noqa: E402
+from benchmarks.common import describe_machine, machine_header  # noqa: E402
 from detrx.integrations import rfdetr as detrx_rfdetr  # noqa: E402
 
 MSDA_SCOPE = "msda_core"
@@ -179,6 +179,7 @@ def main():
     results = [run_case(name, step, device, repeats) for name, step in cases]
 
     machine = describe_machine(device)
+    print(machine_header(machine), flush=True)
     print(f"RF-DETR {args.model} (random weights, {resolution}x{resolution}, "
           f"{len(model.transformer.decoder.layers)} decoder layers) on {machine['cpu_model'] if device.type == 'cpu' else machine.get('gpu_name')}, "
           f"{machine['torch_threads']} threads, torch {machine['torch']}; median of {repeats}, calls alternated")

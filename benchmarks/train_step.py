@@ -15,7 +15,7 @@ import time
 import torch
 
 from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
-                    write_json)
+                    machine_header, write_json)
 from study.config import STUDY_CONFIG
 from detrx import build_info
 from detrx.data import build_dataset, collate_fn
@@ -78,6 +78,7 @@ def main():
     torch.set_num_threads(args.threads)
     budget = {"min_run_time": 1.0, "min_samples": 3} if args.quick else {"min_run_time": 6.0, "min_samples": 10}
     machine = describe_machine("cpu")
+    print(machine_header(machine), flush=True)
     machine["compiled_op"] = build_info()["compiled"]
     start = time.perf_counter()
     rows = [measure(name, config, budget) for name, config in MODELS.items()]

@@ -82,7 +82,8 @@ def test_the_readme_commands_are_found():
 
 
 def test_commands_are_split_joined_and_stripped_of_comments():
-    text = "```bash\npip install -e . && python a.py --x 1   # note\npython -m b \\\n  --y 2\n```\n```python\nc()\n```\n"
+    text = ("```bash\npip install -e . && python a.py --x 1   # note\npython -m b \\\n  --y 2\n```\n"
+            "```python\nc()\n```\n")
     assert readme_commands(text) == [["pip", "install", "-e", "."], ["python", "a.py", "--x", "1"],
                                      ["python", "-m", "b", "--y", "2"]]
 

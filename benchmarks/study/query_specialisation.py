@@ -186,7 +186,9 @@ def main(argv=None):
                        for seed, curve in per_seed.items()} for variant, per_seed in result.items()}
     prefix = os.path.join(opts.out, "query_specialisation")
     plot_curves(result, levels, prefix + "_curve.png")
-    plot_scatter(opts.runs, variants, seeds[0], [int(e) for e in opts.show_epochs.split(",")], prefix + "_scatter.png")
+    last = min(curve["epochs"][-1] for per_seed in result.values() for curve in per_seed.values())
+    show_epochs = [e for e in (int(e) for e in opts.show_epochs.split(",")) if e <= last]  # a shorter run shows fewer
+    plot_scatter(opts.runs, variants, seeds[0], show_epochs, prefix + "_scatter.png")
     plot_slots(opts.runs, variants, seeds[0], prefix + "_slots.png")
     recall = {variant: {seed: first_epoch_with_recall(curve) for seed, curve in per_seed.items()}
               for variant, per_seed in result.items()}
