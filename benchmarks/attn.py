@@ -1,6 +1,7 @@
 """Benchmark detrx's compiled multi-scale deformable attention against the grid_sample reference.
 
-    python benchmarks/attn.py [--device cpu|cuda] [--dtype float32] [--quick] [--json PATH]
+    python benchmarks/attn.py [--device cpu|cuda] [--dtype float32|float16|bfloat16|float64] [--threads N]
+                              [--quick] [--json PATH]
 
 For each standard Deformable DETR case (attn_inputs.py) and location kind, both implementations
 run forward and forward+backward, timed in alternating rounds so that load drifts on a shared
@@ -24,15 +25,13 @@ import torch
 
 import detrx
 from attn_inputs import CASES, LEVELS, compulsory_bytes, make_inputs
-from common import (describe_machine, format_table, load_average, median_iqr_ms, run_conditions, time_interleaved,
-                    write_json)
+from common import (DTYPES, add_common_options, apply_common_options, describe_machine, format_table, load_average,
+                    machine_header, median_iqr_ms, run_conditions, time_interleaved, write_json)
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 from limits import copy_bandwidth, gemm_multiply_adds, roofline
 from memory import check_cpu_peak_method, cpu_peak_supported, peak_memory, prepare_cpu_process
 
 IMPLEMENTATIONS = {"reference": ms_deform_attn_reference, "detrx": ms_deform_attn}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "float64": torch.float64}
 # The targets for a 2-core CPU: minimum speedups, and detrx's forward peak memory as a maximum
 # fraction of the reference's.
 TARGETS = {
@@ -125,7 +124,8 @@ def cpu_peaks_in_child(args):
     if not cpu_peak_supported():
         print("peak memory: not measured (needs Linux's /proc/self/clear_refs)", file=sys.stderr)
         return {}
-    command = [sys.executable, __file__, "--device", "cpu", "--dtype", args.dtype, "--peak-memory-child"]
+    command = [sys.executable, __file__, "--device", "cpu", "--dtype", args.dtype,
+               "--threads", str(torch.get_num_threads()), "--peak-memory-child"]
     child = subprocess.run(command + (["--quick"] if args.quick else []), stdout=subprocess.PIPE, text=True)
     if child.returncode != 0:
         raise SystemExit("the peak-memory child process failed (its error is above)")
@@ -262,13 +262,11 @@ def roofline_lines(rows, device, dtype):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES)
-    parser.add_argument("--quick", action="store_true", help="the decoder Lq=300 case only, short timings (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="write every figure and the machine description here")
+    add_common_options(parser, quick="the decoder Lq=300 case only, short timings", dtypes=tuple(DTYPES),
+                       default_device="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peak-memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = apply_common_options(parser, args)
     if device.type == "cuda" and detrx.is_compiled() and not detrx.build_info()["cuda"]:
         parser.error("detrx was built without its CUDA kernels; rebuild on a machine with a GPU or with FORCE_CUDA=1")
     runs, budget = plan(args.quick, device)
@@ -279,6 +277,7 @@ def main():
         print("warning: detrx is not compiled; 'detrx' rows time the reference", file=sys.stderr)
 
     machine = describe_machine(device)
+    print(machine_header(machine), flush=True)
     machine.update(dtype=args.dtype, build_info=detrx.build_info())
     start = time.perf_counter()
     cases = {case.name: case for case in CASES}

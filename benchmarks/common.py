@@ -3,6 +3,7 @@
 Timing uses torch.utils.benchmark.Timer (CUDA-synchronising, warm-up included) at the current
 torch thread count; Timer's own default is a single thread, which would understate the CPU kernels.
 """
+import argparse
 import contextlib
 import datetime
 import json
@@ -17,6 +18,62 @@ import torch
 # any machine with a CUDA build of torch and no GPU: a fact about torch's build, not a result here.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def thread_count(text):
+    """argparse type: a thread count, 1 or more."""
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"a thread count is 1 or more, got {count}")
+    return count
+
+
+def thread_counts(text):
+    """argparse type: a comma list of thread counts."""
+    return [thread_count(word) for word in text.split(",")]
+
+
+def add_common_options(parser, quick, devices=("cpu", "cuda"), dtypes=("float32",), narrowed_because=None,
+                       default_device="cpu", threads="torch's", default_threads=None, thread_list=False,
+                       json_default=None):
+    """The options every timing script has, spelled and documented alike: --device, --dtype,
+    --threads, --json, --quick (apply_common_options applies them).
+
+    quick: what --quick runs (a phrase). devices, dtypes: the values the script runs with (the
+    first dtype is the default); where either is narrowed to one value, narrowed_because says why.
+    threads: whose threads --threads sets; thread_list: a comma list of counts, each timed.
+    default_threads: None for torch's own count."""
+    if 1 in (len(devices), len(dtypes)) and not narrowed_because:
+        raise ValueError("a --device or --dtype with one choice needs narrowed_because")
+
+    def choice_help(what, values, default):
+        return f"{what}: {values[0]} only ({narrowed_because})" if len(values) == 1 else f"{what} (default {default})"
+
+    parser.add_argument("--device", choices=devices, default=default_device,
+                        help=choice_help("where it runs", devices, default_device))
+    parser.add_argument("--dtype", choices=dtypes, default=dtypes[0],
+                        help=choice_help("the dtype of the timed tensors", dtypes, dtypes[0]))
+    default = "torch's own" if default_threads is None else default_threads
+    parser.add_argument("--threads", type=thread_counts if thread_list else thread_count, default=default_threads,
+                        metavar="N,N..." if thread_list else "N",
+                        help=f"{threads} threads{', a comma list: each case is timed at each' if thread_list else ''}"
+                             f" (default {default})")
+    parser.add_argument("--json", metavar="PATH", default=json_default,
+                        help=f"write every figure and the machine description here (default {json_default or 'none'})")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {quick}")
+
+
+def apply_common_options(parser, args):
+    """Sets torch's thread count from a single --threads, refuses a cuda --device where no GPU is
+    visible, and returns (device, dtype) as torch's objects."""
+    if isinstance(args.threads, int):
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is visible")
+    return device, DTYPES[args.dtype]
 
 
 def cpu_model():
@@ -55,6 +112,15 @@ def describe_machine(device):
         description["cuda_runtime"] = torch.version.cuda
     return description
 
+
+
+def machine_header(machine):
+    """The line every timing table starts with: the machine, threads, torch and date, all read from
+    describe_machine()."""
+    hardware = machine.get("gpu_name") or machine["cpu_model"]
+    return (f"{hardware} ({machine['device']}), {machine['torch_threads']} threads of {machine['cpus_usable']} "
+            f"usable CPUs, torch {machine['torch']}, {machine['date_utc'][:10]}, "
+            f"1-min load average {machine['load_average_1min']}")
 
 def _measure(timer, min_run_time, min_samples, seconds_per_call):
     """A Measurement of at least min_samples samples (see time_callable)."""

@@ -1,6 +1,7 @@
 """Compare the CPU kernels of detrx builds, or of the CPU levels inside one build.
 
-    python benchmarks/cpu_levels.py --builds . /path/to/native/checkout [--rounds 5] [--json PATH]
+    python benchmarks/cpu_levels.py --builds . /path/to/native/checkout [--rounds 5] [--dtype float32]
+                                    [--threads N] [--quick] [--json PATH]
     python benchmarks/cpu_levels.py --levels          # every level of this build that this CPU runs
 
 --builds: each folder holds a built detrx (e.g. this checkout, whose CPU kernels dispatch on the
@@ -11,8 +12,8 @@ build's ratio to the first one's, and the same ratio of the fastest calls (the m
 rounds: on a busy machine the least disturbed figure). --levels: the same cases in one process,
 switching the kernels between the levels this CPU supports (alternated within each measurement).
 
-Cases: the encoder and decoder cases of attn.py (attn_inputs.py), realistic locations, float32,
-forward and forward+backward of detrx's op only.
+Cases: the encoder and decoder cases of attn.py (attn_inputs.py), realistic locations, in --dtype
+(float32 by default), forward and forward+backward of detrx's op only.
 
 --clock cpu (with --threads 1) times the CPU time of the calling thread instead of the wall clock:
 on a machine shared with other jobs, time spent waiting for a core then does not count, and what
@@ -29,15 +30,17 @@ import time
 import torch
 
 from attn_inputs import CASES, make_inputs
-from common import describe_machine, format_table, time_interleaved, write_json
+from common import (DTYPES, add_common_options, apply_common_options, describe_machine, format_table, machine_header,
+                    time_interleaved, write_json)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+QUICK_CASES = ("decoder N=2 Lq=300",)
 
 
-def calls(case):
+def calls(case, dtype):
     """{mode: fn} for one case: the forward, and forward+backward of sum(output * g)."""
     from detrx.ops import ms_deform_attn
-    (value, shapes, starts, locations, weights), grad_output = make_inputs(case, "realistic", torch.float32, "cpu")
+    (value, shapes, starts, locations, weights), grad_output = make_inputs(case, "realistic", dtype, "cpu")
     leaves = [t.requires_grad_() for t in (value, locations, weights)]
 
     def forward():
@@ -62,12 +65,15 @@ def thread_time_samples(functions, min_run_time, min_samples):
     return {name: {"median_s": statistics.median(t), "times_s": t} for name, t in times.items()}
 
 
-def time_cases(levels, min_run_time, clock="wall"):
-    """{level: {"case|mode": {"median_s", "min_s"}}}, the levels alternated within each measurement."""
+def time_cases(levels, min_run_time, clock, dtype, quick):
+    """{level: {"case|mode": {"median_s", "min_s"}}}, the levels alternated within each measurement;
+    quick: the QUICK_CASES only."""
     from detrx import _C
     results = {level: {} for level in levels}
     for case in CASES:
-        for mode, fn in calls(case).items():
+        if quick and case.name not in QUICK_CASES:
+            continue
+        for mode, fn in calls(case, dtype).items():
             def at_level(level):
                 def run():
                     if hasattr(_C, "_set_cpu_level"):  # builds from before the CPU levels have one kernel
@@ -86,19 +92,20 @@ def time_cases(levels, min_run_time, clock="wall"):
     return results
 
 
-def worker(min_run_time, clock):
+def worker(min_run_time, clock, dtype, quick):
     """One build's timings at its active level, as one JSON line."""
     import detrx
     info = detrx.build_info()
     level = info.get("cpu_level", "single build")
-    timings = time_cases([level], min_run_time, clock)[level]
+    timings = time_cases([level], min_run_time, clock, dtype, quick)[level]
     print(json.dumps({"cpu_level": level, "cpu_flags": info.get("cpu_flags", "?"), "timings": timings}))
 
 
 def run_build(folder, args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(folder), HERE]))
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--min-run-time", str(args.min_run_time),
-               "--clock", args.clock, "--threads", str(torch.get_num_threads())]
+               "--clock", args.clock, "--threads", str(torch.get_num_threads()), "--dtype", args.dtype]
+    command += ["--quick"] if args.quick else []
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE)
     if result.returncode != 0:
         raise SystemExit(f"the run of the build in {folder} failed:\n{result.stderr}")
@@ -131,29 +138,28 @@ def main():
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement (default 0.5)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time (default), or the calling thread's CPU time (needs --threads 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results here")
+    add_common_options(parser, quick=f"the {', '.join(QUICK_CASES)} case only", devices=("cpu",),
+                       dtypes=tuple(DTYPES), narrowed_because="it times the CPU kernels' levels")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _, dtype = apply_common_options(parser, args)
     if args.clock == "cpu" and torch.get_num_threads() != 1:
         parser.error("--clock cpu counts the calling thread only: add --threads 1")
     if args.worker:
-        return worker(args.min_run_time, args.clock)
+        return worker(args.min_run_time, args.clock, dtype, args.quick)
     if bool(args.builds) == args.levels:
         parser.error("give either --builds FOLDER... or --levels")
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     machine = describe_machine("cpu")
+    print(machine_header(machine), flush=True)
+    machine["dtype"] = args.dtype
     if args.levels:
         from detrx import _C
         names = list(_C.supported_cpu_levels())
-        summary = time_cases(names, args.min_run_time, args.clock)
+        summary = time_cases(names, args.min_run_time, args.clock, dtype, args.quick)
         print(f"detrx CPU levels in one process ({machine['cpu_model']}, {machine['torch_threads']} threads, "
-              f"{args.clock} clock), float32, realistic locations; median ms, levels alternated")
+              f"{args.clock} clock), {args.dtype}, realistic locations; median ms, levels alternated")
         payload = {"machine": machine, "levels": names, "summary": summary}
     else:
         names = [f"build {i + 1}" for i in range(len(args.builds))]
@@ -166,7 +172,7 @@ def main():
                                 "min_s": min(run["timings"][key]["min_s"] for run in runs[name])}
                           for key in runs[name][0]["timings"]} for name in names}
         print(f"detrx builds in alternating processes ({machine['cpu_model']}, {machine['torch_threads']} threads, "
-              f"{args.clock} clock, {args.rounds} rounds), float32, realistic locations; median over rounds of each run's median ms")
+              f"{args.clock} clock, {args.rounds} rounds), {args.dtype}, realistic locations; median over rounds of each run's median ms")
         for name, folder in zip(names, args.builds):
             first = runs[name][0]
             print(f"  {name}: {os.path.abspath(folder)}, CPU level {first['cpu_level']} ({first['cpu_flags']})")

@@ -2,7 +2,7 @@
 grid_sample path that HF's and RT-DETR's own code and exports use, and with detrx's MSDA, in one
 process.
 
-    python benchmarks/deploy.py [--threads 1,2] [--cases ...] [--json PATH] [--quick]
+    python benchmarks/deploy.py [--threads 1,2] [--cases ...] [--json PATH] [--quick]   (--device cpu --dtype float32)
 
 Columns, per case and thread count (batch 1, float32, random weights):
   eager grid_sample | eager detrx | ort GridSample | ort detrx | OV GridSample | OV detrx op
@@ -39,7 +39,8 @@ sys.path.insert(0, HERE)
 
 from deploy_cases import CASES, build_case  # noqa: E402
 from deploy_runtimes import export_files, runtime_columns  # noqa: E402
-from common import describe_machine, format_table, time_interleaved, write_json  # noqa: E402
+from common import (add_common_options, apply_common_options, describe_machine, format_table,  # noqa: E402
+                    machine_header, time_interleaved, write_json)
 
 COLUMNS = ("eager_gridsample", "eager_detrx", "ort_gridsample", "ort_detrx", "ov_gridsample", "ov_detrx_op")
 RATIOS = {  # name: (numerator, denominator)
@@ -103,25 +104,24 @@ TABLE = ([("case", "case", ""), ("thr", "threads", "")]
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {list(CASES)}")
-    parser.add_argument("--threads", default="1,2", help="comma list of thread counts")
     parser.add_argument("--min-run-time", type=float, default=3.0, help="seconds per implementation and row")
-    parser.add_argument("--quick", action="store_true", help="tiny models and sizes, 1 thread (a smoke run)")
-    parser.add_argument("--json", default=os.path.join(HERE, "results", "deploy_cpu.json"))
+    add_common_options(parser, quick="tiny models and sizes, short timings", devices=("cpu",),
+                       narrowed_because="onnxruntime and OpenVINO run float32 on the CPU here",
+                       threads="torch's, onnxruntime's and OpenVINO's", default_threads="1,2", thread_list=True,
+                       json_default=os.path.join(HERE, "results", "deploy_cpu.json"))
     opts = parser.parse_args(argv)
+    apply_common_options(parser, opts)
     names = opts.cases.split(",")
     if any(name not in CASES for name in names):
         parser.error(f"--cases must be a comma list of {list(CASES)}, got {opts.cases!r}")
-    try:
-        thread_counts = [int(t) for t in opts.threads.split(",")]
-    except ValueError:
-        parser.error(f"--threads must be a comma list of integers, got {opts.threads!r}")
     if opts.quick:
-        thread_counts, opts.min_run_time = [1], 0.2
+        opts.min_run_time = 0.2
     machine, start, rows = describe_machine("cpu"), time.time(), []
+    print(machine_header(machine), flush=True)
     with tempfile.TemporaryDirectory() as work_dir:
         for name in names:
             for case in build_case(name, opts.quick):
-                for threads in thread_counts:
+                for threads in opts.threads:
                     rows.append(measure(case, threads, opts.min_run_time, work_dir))
                     print(format_table(rows[-1:], TABLE), flush=True)
     import onnxruntime

@@ -3,9 +3,10 @@ with the grid_sample reference, and the ONNX export (`detrx.onnx`, MSDA in stand
 onnxruntime, in one process.
 
     python benchmarks/export.py [--sizes 512x512,800x1333] [--threads N] [--json PATH] [--quick]
+                                (--device cpu --dtype float32)
 
 Models (random weights, the paper's MSDA initialisation, eval mode, batch 1):
-- "study": the convergence study's Deformable DETR (benchmarks/convergence.py DEFAULT: d_model 64,
+- "study": the convergence study's Deformable DETR (benchmarks/study/config.py STUDY_CONFIG: d_model 64,
   4 heads, 3 levels, 1 encoder and 3 decoder layers, 8 queries);
 - "d256": a paper-width one (train_step.py PAPER_WIDTH_CONFIG: d_model 256, 8 heads, 4 levels, 4 points,
   2 encoder and 2 decoder layers, 100 queries).
@@ -30,15 +31,16 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from attn_inputs import CASES, make_inputs  # noqa: E402
-from common import describe_machine, format_table, time_interleaved, use_reference, write_json  # noqa: E402
-from convergence import DEFAULT  # noqa: E402
+from common import (add_common_options, apply_common_options, describe_machine, format_table,  # noqa: E402
+                    machine_header, time_interleaved, use_reference, write_json)
+from study.config import STUDY_CONFIG  # noqa: E402
 from train_step import PAPER_WIDTH_CONFIG  # noqa: E402
 
 from detrx.engine.config import parse_args  # noqa: E402
 from detrx.models import build_model  # noqa: E402
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference  # noqa: E402
 
-MODELS = {"study": DEFAULT, "d256": DEFAULT + PAPER_WIDTH_CONFIG}  # later options win
+MODELS = {"study": STUDY_CONFIG, "d256": STUDY_CONFIG + PAPER_WIDTH_CONFIG}  # later options win
 EXPORT_SIZE = (256, 256)  # every level at least 2 x 2, so no axis is fixed to 1
 
 
@@ -165,14 +167,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="512x512,800x1333", help="comma list of HxW")
     parser.add_argument("--models", default="study,d256", help=f"comma list of {sorted(MODELS)}")
-    parser.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: "
-                        "torch's; on a CPU shared with other work, 1 gives steadier figures)")
     parser.add_argument("--min-run-time", type=float, default=6.0, help="seconds per implementation and case")
     parser.add_argument("--op-cases", default="encoder N=1,decoder N=2 Lq=300",
                         help="comma list of benchmarks/attn_inputs.py cases for the op alone ('' for none)")
-    parser.add_argument("--quick", action="store_true", help="one small size, short timing (a smoke run)")
-    parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "export_cpu.json"))
+    add_common_options(parser, quick="one small size, short timing", devices=("cpu",),
+                       narrowed_because="onnxruntime runs the float32 export on the CPU here",
+                       threads="torch's and onnxruntime's",
+                       json_default=os.path.join(ROOT, "benchmarks", "results", "export_cpu.json"))
     opts = parser.parse_args(argv)
+    apply_common_options(parser, opts)
     try:
         sizes = [tuple(int(v) for v in size.split("x")) for size in opts.sizes.split(",")]
     except ValueError:
@@ -182,10 +185,9 @@ def main(argv=None):
         parser.error(f"--models must be a comma list of {sorted(MODELS)}, got {opts.models!r}")
     if opts.quick:
         sizes, opts.min_run_time, opts.op_cases = [(256, 320)], 1.0, "decoder N=2 Lq=300"
-    if opts.threads is not None:
-        torch.set_num_threads(opts.threads)
     threads = torch.get_num_threads()
     machine = describe_machine("cpu")
+    print(machine_header(machine), flush=True)
     start = time.time()
     rows = []
     with tempfile.TemporaryDirectory() as work_dir:

@@ -8,7 +8,7 @@ path, of detrx's ms_deform_attn (+ backward) when patched (HF's weighted sum aft
 not counted, so HF's share is a lower bound). rfdetr's model runs when detrx has its rfdetr patch
 (`detrx.integrations.rfdetr`).
 
-    python benchmarks/models.py [--device cpu] [--quick] [--runs N] [--only TEXT] [--json PATH]
+    python benchmarks/models.py [--device cpu|cuda] [--threads N] [--quick] [--runs N] [--only TEXT] [--json PATH]
 """
 import argparse
 import importlib.util
@@ -19,8 +19,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (describe_machine, format_table, load_average, native_stderr_silenced, time_interleaved,  # noqa: E402
-                    write_json)
+from common import (add_common_options, apply_common_options, describe_machine, format_table,  # noqa: E402
+                    load_average, machine_header, native_stderr_silenced, time_interleaved, write_json)
 
 MSDA_OPS = ("aten::grid_sampler_2d", "aten::grid_sampler_2d_backward", "detrx::ms_deform_attn",
             "detrx::ms_deform_attn_backward")
@@ -186,17 +186,15 @@ COLUMNS = [("model", "model", "s"), ("image", "image", "s"), ("mode", "mode", "s
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="3 runs a figure and no 800x1333 row")
     parser.add_argument("--runs", type=int, default=None, help="timed runs a figure (default 5; --quick 3)")
     parser.add_argument("--only", default=None, help="run only the models whose name contains this text")
-    parser.add_argument("--json", default=None, help="write the results here")
+    add_common_options(parser, quick="3 runs a figure and no 800x1333 row",
+                       narrowed_because="a half-precision training step needs autocast and loss scaling, not a cast")
     args = parser.parse_args(argv)
+    apply_common_options(parser, args)
     runs = args.runs if args.runs is not None else (3 if args.quick else 5)
     if runs < 1:
         parser.error(f"--runs must be >= 1, got {runs}")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: no CUDA device is visible")
     import transformers  # noqa: F401  (the extra `detrx[transformers]`; fail early if missing)
 
     started = time.perf_counter()
@@ -204,12 +202,13 @@ def main(argv=None):
     cases = [case for case in CASES if not (args.quick and case[2] == (800, 1333))
              and (args.only is None or args.only in case[0])]
     machine = describe_machine(args.device)
+    print(machine_header(machine), flush=True)
     rows = []
     for case in cases:
         rows += run_case(case, args.device, runs)
         if args.json:  # after every model, so that an interrupted run keeps what it measured
             write_json(args.json, {"machine": machine, "runs": runs, "complete": False, "rows": rows})
-    print(f"\nHF's own path vs patched onto detrx, {args.device}, {machine['cpu_model']}, "
+    print(f"\nHF's own path vs patched onto detrx, {args.device}, {machine.get('gpu_name', machine['cpu_model'])}, "
           f"{machine['torch_threads']} threads, float32, random weights; median of {runs} alternated runs; "
           f"1-min load average {load_start} at the start, {load_average()} at the end; "
           f"{time.perf_counter() - started:.0f} s in all")

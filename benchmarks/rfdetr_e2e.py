@@ -13,7 +13,6 @@ or detrx's function and its op; in training also their backward ops).
 """
 import argparse
 import contextlib
-import json
 import logging
 import os
 import statistics
@@ -25,7 +24,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import describe_machine  # noqa: E402
+from benchmarks.common import (add_common_options, apply_common_options, describe_machine,  # noqa: E402
+                               machine_header, write_json)
 from detrx.integrations import rfdetr as detrx_rfdetr  # noqa: E402
 
 MSDA_SCOPE = "msda_core"
@@ -140,14 +140,11 @@ def run_case(name, step, device, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default="nano", choices=["nano", "small", "medium"])
     parser.add_argument("--resolution", type=int, default=None, help="default: the variant's")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--cases", default="eval,train", help="comma-separated: eval, train")
-    parser.add_argument("--quick", action="store_true", help="3 repeats, eval forward only")
-    parser.add_argument("--json", default=None)
+    add_common_options(parser, quick="3 repeats, eval forward only", narrowed_because="a half-precision training step needs autocast and loss scaling, not a cast")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -158,15 +155,13 @@ def main():
         cases_asked = {"eval"}
     if args.resolution is not None and args.resolution < 1:
         parser.error(f"--resolution must be >= 1, got {args.resolution}")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device, _ = apply_common_options(parser, args)
     repeats = 3 if args.quick else args.repeats
     warnings.filterwarnings("ignore")
     logging.getLogger("rf-detr").setLevel(logging.ERROR)
 
+    machine = describe_machine(device)
+    print(machine_header(machine), flush=True)
     model, model_config, criterion = build(args.model, args.resolution, device)
     resolution = model_config.resolution
     pixels, targets = make_inputs(resolution, device, 2, torch.Generator().manual_seed(0))
@@ -178,7 +173,6 @@ def main():
                       lambda: training_step(model, criterion, pixels, targets)))
     results = [run_case(name, step, device, repeats) for name, step in cases]
 
-    machine = describe_machine(device)
     print(f"RF-DETR {args.model} (random weights, {resolution}x{resolution}, "
           f"{len(model.transformer.decoder.layers)} decoder layers) on {machine['cpu_model'] if device.type == 'cpu' else machine.get('gpu_name')}, "
           f"{machine['torch_threads']} threads, torch {machine['torch']}; median of {repeats}, calls alternated")
@@ -187,9 +181,8 @@ def main():
         print(f"{r['case']:>40}  {r['rfdetr']['median_s']:9.3f}  {r['detrx']['median_s']:9.3f}  {r['speedup']:7.2f}x  "
               f"{r['rfdetr']['msda_share']:17.1%}  {r['detrx']['msda_share']:6.1%}")
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"machine": machine, "model": args.model, "resolution": resolution, "repeats": repeats,
-                       "results": results}, out, indent=1)
+        write_json(args.json, {"machine": machine, "model": args.model, "resolution": resolution, "repeats": repeats,
+                               "results": results})
 
 
 if __name__ == "__main__":

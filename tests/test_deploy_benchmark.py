@@ -27,7 +27,7 @@ def test_quick_run_fills_every_column(tmp_path):
         pytest.skip("detrx's OpenVINO extension is not built: the last column needs it")
 
     path = tmp_path / "deploy.json"
-    deploy.main(["--quick", "--cases", "op_decoder,detrx_deformable_detr", "--json", str(path)])
+    deploy.main(["--quick", "--threads", "1", "--cases", "op_decoder,detrx_deformable_detr", "--json", str(path)])
     rows = json.loads(path.read_text())["rows"]
     assert [row["case"] for row in rows] == ["MSDA op, decoder N=2 Lq=300", "detrx Deformable DETR (study) 128x160"]
     for row in rows:

@@ -1,4 +1,4 @@
-"""benchmarks/rfdetr_compare.py: RF-DETR next to detrx's DETR and DN-DETR on synthetic val images,
+"""benchmarks/study/rfdetr_compare.py: RF-DETR next to detrx's DETR and DN-DETR on synthetic val images,
 end to end with random weights (tiny detrx checkpoints, RF-DETR Nano at 32x32), its metrics and its errors."""
 import json
 import os
@@ -13,8 +13,8 @@ pytest.importorskip("rfdetr")
 _saved_path = list(sys.path)  # the benchmarks folder is on the path only while they are imported
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 try:
-    import rfdetr_compare
-    from rfdetr_detectors import Detector, build_rfdetr, rfdetr_detector, rfdetr_label_names
+    from study import rfdetr_compare
+    from study.rfdetr_detectors import Detector, build_rfdetr, rfdetr_detector, rfdetr_label_names
 finally:
     sys.path[:] = _saved_path
 

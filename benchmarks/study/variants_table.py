@@ -2,8 +2,8 @@
 built with random weights at its published size, with its own MSDA and with detrx's op, in one
 process on one machine.
 
-    python benchmarks/variants_table.py [--size 640] [--threads 2] [--repeats 10] [--quick]
-                                        [--only TEXT] [--out PREFIX]
+    python benchmarks/study/variants_table.py [--size 640] [--threads 2] [--repeats 10] [--quick]
+                                              [--only TEXT] [--out PREFIX]
 
 Every figure is an eval forward of one image of --size x --size (batch 1, float32, no_grad), the
 median and inter-quartile range of --repeats calls after one warm-up call per path; the two paths
@@ -16,7 +16,7 @@ shared machine slows both alike. The paths:
   rfdetr models; `use_reference=False` for detrx's).
 "max rel diff" is the largest |own - detrx| / max |own| over the output tensors of the warm-up calls.
 
-Writes PREFIX.json and PREFIX.md (default benchmarks/results/variants_table_cpu; with --quick
+Writes PREFIX.json and PREFIX.md (default benchmarks/study/results/variants_table_cpu; with --quick
 nothing unless --out is given). Nothing is downloaded: detrx's ResNet-50 gets random torchvision
 weights through a temporary file, HF and rfdetr models are built from their configs.
 """
@@ -30,9 +30,9 @@ from typing import Callable
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+STUDY = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(STUDY)))  # detrx itself
+sys.path.insert(0, os.path.dirname(STUDY))  # benchmarks/: common, models
 
 from common import (describe_machine, format_table, load_average, markdown_table, median_iqr_ms,  # noqa: E402
                     run_conditions, time_interleaved, use_reference, write_json)
@@ -204,7 +204,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: 320x320, 1 timed call a path")
     parser.add_argument("--only", default=None, help="run only the models whose name contains this text")
     parser.add_argument("--out", default=None, help="write PREFIX.json and PREFIX.md "
-                        "(default benchmarks/results/variants_table_cpu; --quick: no files)")
+                        "(default benchmarks/study/results/variants_table_cpu; --quick: no files)")
     args = parser.parse_args(argv)
     size = args.size if args.size is not None else (320 if args.quick else 640)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 10)
@@ -217,7 +217,7 @@ def main(argv=None):
     variants = [v for v in VARIANTS if args.only is None or args.only.lower() in v.model.lower()]
     if not variants:
         parser.error(f"--only {args.only!r} matches none of {[v.model for v in VARIANTS]}")
-    out = args.out or (None if args.quick else os.path.join(ROOT, "benchmarks", "results", "variants_table_cpu"))
+    out = args.out or (None if args.quick else os.path.join(STUDY, "results", "variants_table_cpu"))
     import transformers  # noqa: F401  (the extras `detrx[transformers,rfdetr]`; fail early if missing)
     import rfdetr  # noqa: F401
 

@@ -1,7 +1,7 @@
 """Does DINO's contrastive denoising make DN-DETR better at rejecting near-misses? Error types of the
 confident predictions over training, from the per-epoch val predictions of a convergence study.
 
-    python benchmarks/near_misses.py [--runs DIR] [--variants dn_detr,dn_detr_contrastive] [--seeds 0,1]
+    python benchmarks/study/near_misses.py [--runs DIR] [--variants dn_detr,dn_detr_contrastive] [--seeds 0,1]
 
 Per (variant, seed) and epoch: the mean count per val image of each error type of
 `detrx.engine.error_types` (confident = score >= --score-threshold: hits, duplicates on an
@@ -12,11 +12,14 @@ boxes) next to the epoch's val AP, AP50 and AP75. Writes to --out:
 """
 import json
 import os
+import sys
 
 import numpy as np
 
 from detrx.engine.error_types import ERROR_TYPES, error_types_per_image
-from study_predictions import load_run, parse_study_args, save_figure, study_parser
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: study
+from study.predictions import load_run, parse_study_args, save_figure, study_parser  # noqa: E402
 
 AP_KEYS = ("AP", "AP50", "AP75")
 

@@ -1,6 +1,6 @@
 """Query specialisation over training, from the per-epoch val predictions of a convergence study.
 
-    python benchmarks/query_specialisation.py [--runs DIR] [--variants detr,dn_detr] [--seeds 0,1]
+    python benchmarks/study/query_specialisation.py [--runs DIR] [--variants detr,dn_detr] [--seeds 0,1]
 
 For each (variant, seed) and epoch: `detrx.engine.query_specialisation.specialisation` on a 3x3
 grid of image regions, over the hits (confident predictions, score >= 0.3, that find a ground-truth
@@ -21,12 +21,15 @@ too. Writes to --out:
 """
 import json
 import os
+import sys
 
 import numpy as np
 
 from detrx.engine.error_types import prediction_types
 from detrx.engine.query_specialisation import specialisation
-from study_predictions import load_run, parse_study_args, save_figure, study_parser
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: study
+from study.predictions import load_run, parse_study_args, save_figure, study_parser  # noqa: E402
 
 SCORE_THRESHOLD, GRID = 0.3, 3
 MIN_RECALL, WINDOW = 0.5, 3
@@ -183,7 +186,9 @@ def main(argv=None):
                        for seed, curve in per_seed.items()} for variant, per_seed in result.items()}
     prefix = os.path.join(opts.out, "query_specialisation")
     plot_curves(result, levels, prefix + "_curve.png")
-    plot_scatter(opts.runs, variants, seeds[0], [int(e) for e in opts.show_epochs.split(",")], prefix + "_scatter.png")
+    last = min(curve["epochs"][-1] for per_seed in result.values() for curve in per_seed.values())
+    show_epochs = [e for e in (int(e) for e in opts.show_epochs.split(",")) if e <= last]  # a shorter run shows fewer
+    plot_scatter(opts.runs, variants, seeds[0], show_epochs, prefix + "_scatter.png")
     plot_slots(opts.runs, variants, seeds[0], prefix + "_slots.png")
     recall = {variant: {seed: first_epoch_with_recall(curve) for seed, curve in per_seed.items()}
               for variant, per_seed in result.items()}

@@ -70,7 +70,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 def study_parser(description, default_variants):
     """The options of every analysis of a study's runs: --runs, --variants, --seeds, --out."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=DEFAULT_RUNS, help="the runs folder of a convergence.py study")
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help="the runs folder of a study (run.py --work-dir/<name>/runs)")
     parser.add_argument("--variants", default=default_variants, help="comma list of the study's variants")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", default=RESULTS, help="folder of the JSON, tables and figures")
@@ -99,10 +99,10 @@ def save_figure(fig, path):
 
 
 def load_run(runs_dir, variant, seed):
-    """(the run's JSON summary from convergence.py, its predictions record as a dict of arrays)."""
+    """(the run's JSON record from convergence.py, its predictions record as a dict of arrays)."""
     path = os.path.join(runs_dir, f"{variant}_seed{seed}")
     if not os.path.isfile(path + ".json"):
-        raise FileNotFoundError(f"no run {variant} seed {seed} in {runs_dir} (run benchmarks/convergence.py first)")
+        raise FileNotFoundError(f"no run {variant} seed {seed} in {runs_dir} (run benchmarks/study/run.py first)")
     with open(path + ".json") as f:
         summary = json.load(f)
     with np.load(os.path.join(path, "predictions.npz")) as record:

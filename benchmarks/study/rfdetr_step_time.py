@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from common import describe_machine, write_json
-from convergence import DEFAULT, VARIANTS
-from rfdetr_detectors import IMAGENET_MEAN, IMAGENET_STD, quiet_rfdetr, rfdetr_config_class
+from study.config import STUDY_CONFIG, VARIANTS
+from study.rfdetr_detectors import IMAGENET_MEAN, IMAGENET_STD, quiet_rfdetr, rfdetr_config_class
 
 from detrx.data import build_synthetic, build_transforms, collate_fn
 from detrx.engine.config import parse_args
@@ -123,7 +123,7 @@ def markdown(report):
 def step_time(opts):
     """Times the steps, prints the table, writes --out_step_time.json and .md; returns the report."""
     torch.set_num_threads(opts.threads)
-    study_args = parse_args([*DEFAULT, *VARIANTS["detr"], "--num-classes", str(opts.num_classes)])
+    study_args = parse_args([*STUDY_CONFIG, *VARIANTS["detr"], "--num-classes", str(opts.num_classes)])
     steps_per_epoch = math.ceil(study_args.num_train / study_args.batch_size)
     study = {"epochs": study_args.epochs, "steps_per_epoch": steps_per_epoch, "batch_size": study_args.batch_size,
              "num_train": opts.num_train, "images": study_args.epochs * steps_per_epoch * study_args.batch_size}

@@ -1,9 +1,9 @@
 """RF-DETR side by side with detrx's DETR and DN-DETR on the synthetic validation images.
 
-    python benchmarks/rfdetr_compare.py --rfdetr-checkpoint rf-detr-nano.pth \\
+    python benchmarks/study/rfdetr_compare.py --rfdetr-checkpoint rf-detr-nano.pth \\
         --detr-checkpoint runs/detr/checkpoint.pth --dn-detr-checkpoint runs/dn_detr/checkpoint.pth
-    python benchmarks/rfdetr_compare.py --allow-random          # random weights where a checkpoint is missing
-    python benchmarks/rfdetr_compare.py --step-time             # training-step times: RF-DETR vs the study's DETR
+    python benchmarks/study/rfdetr_compare.py --allow-random          # random weights where a checkpoint is missing
+    python benchmarks/study/rfdetr_compare.py --step-time             # training-step times: RF-DETR vs the study's DETR
 
 Every model sees the same synthetic validation images (the convergence study's set unless the
 synthetic options say otherwise). RF-DETR gets them resized to its input side (nano: 384) and its
@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
-for folder in (BENCHMARKS, os.path.dirname(BENCHMARKS)):  # the sibling benchmarks, and detrx itself
+STUDY = os.path.dirname(os.path.abspath(__file__))
+for folder in (os.path.dirname(STUDY), os.path.dirname(os.path.dirname(STUDY))):  # benchmarks/, and detrx itself
     if folder not in sys.path:
         sys.path.insert(0, folder)
 from common import describe_machine, write_json  # noqa: E402
-from convergence import DEFAULT, VARIANTS  # noqa: E402
-from rfdetr_detectors import (RFDETR_VARIANTS, detrx_detector, quiet_rfdetr, rfdetr_detector,  # noqa: E402
+from study.config import STUDY_CONFIG, VARIANTS  # noqa: E402
+from study.rfdetr_detectors import (RFDETR_VARIANTS, detrx_detector, quiet_rfdetr, rfdetr_detector,  # noqa: E402
                               rfdetr_resolution_step)
-from rfdetr_step_time import step_time  # noqa: E402
+from study.rfdetr_step_time import step_time  # noqa: E402
 
 from detrx.data import build_synthetic  # noqa: E402
 from detrx.data.synthetic import add_synthetic_arguments  # noqa: E402
@@ -43,16 +43,16 @@ from detrx.engine.draw import render_detections  # noqa: E402
 from detrx.util.arg_types import non_negative_int, positive_int, probability  # noqa: E402
 from detrx.util.box_ops import box_xyxy_to_xywh  # noqa: E402
 
-DEFAULT_OUT = os.path.join(BENCHMARKS, "results", "rfdetr_compare")
+DEFAULT_OUT = os.path.join(STUDY, "results", "rfdetr_compare")
 TITLE_HEIGHT, HEADER_HEIGHT = 16, 28  # picture bands above the images, pixels
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object"}
 
 
 def study_synthetic_defaults():
-    """The convergence study's synthetic-set options (its DEFAULT) as {dest: value}."""
+    """The convergence study's synthetic-set options (study.config.STUDY_CONFIG) as {dest: value}."""
     parser = argparse.ArgumentParser(add_help=False)
     add_synthetic_arguments(parser)
-    return vars(parser.parse_known_args(DEFAULT)[0])
+    return vars(parser.parse_known_args(STUDY_CONFIG)[0])
 
 
 def get_parser():
@@ -115,7 +115,7 @@ def build_detectors(opts, error):
     for variant, flag, path in (("detr", "--detr-checkpoint", opts.detr_checkpoint),
                                 ("dn_detr", "--dn-detr-checkpoint", opts.dn_detr_checkpoint)):
         try:
-            detectors.append(detrx_detector(variant, path, [*DEFAULT, *VARIANTS[variant]], len(names), opts.image_size))
+            detectors.append(detrx_detector(variant, path, [*STUDY_CONFIG, *VARIANTS[variant]], len(names), opts.image_size))
         except ValueError as failure:
             error(f"{flag}: {failure}")
     try:
