@@ -82,7 +82,7 @@ def assert_relative_close(actual, expected, tolerance):
 
 # ---------------------------------------------------------------- the function against rfdetr's
 
-def random_core_inputs(dtype, merged, generator, batch=2, heads=2, channels=4, queries=5, points=3,
+def random_core_inputs(dtype, merged, generator, batch=2, heads=2, channels=4, queries=5, points=4,
                        shapes=((6, 5), (3, 3), (1, 2))):
     S = sum(h * w for h, w in shapes)
     value = torch.randn(batch, heads, channels, S, generator=generator, dtype=dtype)

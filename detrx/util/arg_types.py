@@ -18,7 +18,6 @@ def _bounded(kind, low=None, high=None, low_open=False, high_open=False, what=""
         if value != value or too_low or too_high:  # value != value: NaN
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return value
-    parse.__name__ = what  # argparse names the type in its messages
     return parse
 
 
