@@ -176,10 +176,13 @@ def test_eval_outputs_match_hf_and_unpatch_restores_them(models, family):
     model, inputs, _ = models[family]
     for dtype, tolerance in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
         model.to(dtype)
-        hf = eval_outputs(model, inputs, dtype)
+        with CountOpCalls() as before:
+            hf = eval_outputs(model, inputs, dtype)
         with detrx_hf.patched(), CountOpCalls() as counter:
             ours = eval_outputs(model, inputs, dtype)
-        restored = eval_outputs(model, inputs, dtype)
+        with CountOpCalls() as after:
+            restored = eval_outputs(model, inputs, dtype)
+        assert before.calls == 0 and after.calls == 0, "detrx's op ran while unpatched"
         assert counter.calls > 0, "the patched model did not call detrx's op"
         assert len(ours) == len(hf) > 0
         assert max_relative_error(ours, hf) <= tolerance, f"{dtype}"

@@ -89,3 +89,31 @@ def test_build_model_from_checkpoint_needs_no_options(tmp_path):
         expected, got = model.eval()(images, mask), rebuilt(images, mask)
     assert got["pred_logits"].shape == (1, 5, 4)
     assert torch.equal(expected["pred_logits"], got["pred_logits"]) and torch.equal(expected["pred_boxes"], got["pred_boxes"])
+
+
+def test_format_versions_newer_than_this_reader_are_refused_and_older_ones_completed(tmp_path):
+    args = tiny_args("detr")
+    model, _, _ = build_model(args)
+    checkpoint = _inference_checkpoint(args, model)
+    path = str(tmp_path / "c.pth")
+    save_checkpoint(checkpoint, path)
+    assert load_checkpoint(path)["version"] == 1
+    torch.save({**torch.load(path, weights_only=True), "version": 2}, path)
+    with pytest.raises(ValueError, match="has format version 2; this detrx reads version 1 and older"):
+        load_checkpoint(path)
+    # a file from before the version entry and before the options added since: read with their defaults
+    old = {key: value for key, value in torch.load(path, weights_only=True).items() if key != "version"}
+    old["model_options"] = {k: v for k, v in old["model_options"].items()
+                            if k not in ("dn_number", "mixed_selection", "deformable_cross_layers")}
+    old["model_options"]["look_forward_twice"] = False  # present: kept as written, not reset to the default
+    torch.save(old, path)
+    options = load_checkpoint(path)["model_options"]
+    assert (options["dn_number"], options["mixed_selection"], options["deformable_cross_layers"]) == (100, True, [])
+    assert options["look_forward_twice"] is False
+    del old["model_options"]["num_queries"]
+    torch.save(old, path)
+    with pytest.raises(ValueError, match=r"model_options lacks \['num_queries'\]"):
+        load_checkpoint(path)
+    torch.save([old], path)
+    with pytest.raises(ValueError, match="not a detrx checkpoint"):
+        load_checkpoint(path)
