@@ -51,3 +51,47 @@ def test_bad_input_raises_value_error_naming_the_argument():
         generalized_box_iou(torch.zeros(1, 4), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="boxes1 has inverted boxes"):
         generalized_box_iou(torch.tensor([[1.0, 1.0, 0.0, 2.0]]), torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+
+
+CONVERSIONS = [box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, box_xywh_to_xyxy, box_xyxy_to_xywh, box_area]
+
+
+@pytest.mark.parametrize("function", CONVERSIONS, ids=lambda f: f.__name__)
+def test_leading_dimensions_are_kept_and_boxes_are_not_mixed(function):
+    boxes = torch.rand(2, 3, 4) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # x1 > x0, y1 > y0
+    batched = function(boxes)
+    assert batched.shape == (2, 3, 4)[:3 if function is not box_area else 2]
+    for i in range(2):
+        for j in range(3):
+            assert torch.equal(batched[i, j], function(boxes[i, j][None])[0])
+
+
+@pytest.mark.parametrize("function", CONVERSIONS, ids=lambda f: f.__name__)
+def test_every_function_names_its_argument(function):
+    with pytest.raises(ValueError, match=r"^boxes must be a tensor of boxes \[\.\.\., 4\], got \(2, 3\)$"):
+        function(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"got list"):
+        function([[0.0, 0.0, 1.0, 1.0]])
+
+
+def test_iou_names_each_argument():
+    good, bad = torch.zeros(1, 4), torch.zeros(1, 5)
+    with pytest.raises(ValueError, match="^boxes1 must"):
+        box_iou(bad, good)
+    with pytest.raises(ValueError, match="^boxes2 must"):
+        box_iou(good, bad)
+    with pytest.raises(ValueError, match="^boxes1 must"):
+        generalized_box_iou(bad, good)
+    with pytest.raises(ValueError, match="boxes2 has inverted boxes"):
+        generalized_box_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[0.0, 1.0, 1.0, 0.5]]))
+
+
+def test_iou_returns_the_union_and_counts_touching_boxes_as_disjoint():
+    a = torch.tensor([[0.0, 0.0, 2.0, 1.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 0.0, 3.0, 2.0]], dtype=torch.float64)  # overlap 1x1, areas 2 and 4
+    iou, union = box_iou(a, b)
+    assert union.item() == 5.0 and iou.item() == pytest.approx(1 / 5)
+    assert generalized_box_iou(a, b).item() == pytest.approx(1 / 5 - (6 - 5) / 6)
+    edge = torch.tensor([[2.0, 0.0, 4.0, 1.0]], dtype=torch.float64)  # shares a's right edge
+    iou, union = box_iou(a, edge)
+    assert iou.item() == 0.0 and union.item() == 4.0
