@@ -116,9 +116,12 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, sampling_locat
     y = op.Sub(op.Mul(op.Gather(sampling_locations, op.Constant(value_int=1), axis=-1), op.Cast(heights, to=dtype)), half)
     base_x, x_weights = _axis_cells(x, widths, nonempty, dtype)  # [N, Lq, M, L, P], [N, Lq, M, 2, L, P]
     base_y, y_weights = _axis_cells(y, heights, nonempty, dtype)
-    # the 2 x 2 corners (y tap, x tap) in row-major order: [N, Lq, M, 2, 2, L, P]
-    weights = op.Mul(op.Unsqueeze(op.Mul(y_weights, op.Unsqueeze(attention_weights, _ints(3))), _ints(4)),
-                     op.Unsqueeze(x_weights, _ints(3)))
+    # the 2 x 2 corners (y tap, x tap) in row-major order: [N * Lq, M, 2, 2, L, P]. Images and queries
+    # share one axis because OpenVINO's CPU plugin (2026.4) computes a rank-7 broadcast Mul wrongly.
+    y_weights = op.Mul(y_weights, op.Unsqueeze(attention_weights, _ints(3)))  # [N, Lq, M, 2, L, P]
+    taps_shape = op.Concat(_ints(-1), op.Shape(y_weights, start=2), axis=0)  # [N * Lq, M, 2, L, P]
+    weights = op.Mul(op.Unsqueeze(op.Reshape(y_weights, taps_shape), _ints(3)),
+                     op.Unsqueeze(op.Reshape(x_weights, taps_shape), _ints(2)))
     weights = op.Reshape(weights, op.Concat(batch, queries, heads, _ints(1), corners, axis=0))
 
     # Value row of pixel (iy, ix) of level l for image n and head m: (n * S + start_l + iy * W_l + ix) * M + m,
