@@ -34,6 +34,14 @@ def test_messages_say_what_was_expected_and_what_came():
         probability("x")
     with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number in \[0, 1\), got 1"):
         dropout_rate("1")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer >= 0, got -1"):
+        non_negative_int("-1")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be a finite number >= 0, got inf"):
+        non_negative_float("inf")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number > 0, got 0"):
+        positive_float("0")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number in \[0, 1\], got 2"):
+        probability("2")
 
 
 def test_int_lists():

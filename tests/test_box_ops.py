@@ -82,6 +82,8 @@ def test_iou_names_each_argument():
         box_iou(good, bad)
     with pytest.raises(ValueError, match="^boxes1 must"):
         generalized_box_iou(bad, good)
+    with pytest.raises(ValueError, match="^boxes2 must"):
+        generalized_box_iou(good, bad)
     with pytest.raises(ValueError, match="boxes2 has inverted boxes"):
         generalized_box_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[0.0, 1.0, 1.0, 0.5]]))
 

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 openvino = pytest.importorskip("openvino")
 
 import detrx.openvino  # noqa: E402
@@ -118,6 +118,32 @@ def test_float16_models_are_computed_in_float32(tmp_path, location_element):
 def test_without_the_extension_the_error_names_it(onnx_path):
     with pytest.raises(RuntimeError, match=r"core\.add_extension\(detrx\.openvino\.library_path\(\)\)"):
         detrx.openvino.read_model(openvino.Core(), onnx_path)
+
+
+def test_read_model_passes_its_options_on_and_leaves_other_errors_alone(tmp_path):
+    """An OpenVINO IR whose weights file lies elsewhere: read with `weights=`, with and without the
+    extension; a file that is no model gets OpenVINO's own error, with nothing about detrx added."""
+    scale = onnx.numpy_helper.from_array(np.array(2.0, dtype=np.float32), "scale")
+    model = onnx.load(msda_onnx(str(tmp_path / "msda.onnx")))
+    model.graph.initializer.append(scale)
+    model.graph.node.insert(0, onnx.helper.make_node("Mul", ["value", "scale"], ["scaled_value"]))
+    model.graph.node[1].input[0] = "scaled_value"
+    onnx.save(model, str(tmp_path / "scaled.onnx"))
+    openvino.save_model(core_with_extension().read_model(str(tmp_path / "scaled.onnx")), str(tmp_path / "scaled.xml"))
+    os.replace(tmp_path / "scaled.bin", tmp_path / "weights_elsewhere.bin")
+    weights = str(tmp_path / "weights_elsewhere.bin")
+
+    read = detrx.openvino.read_model(core_with_extension(), str(tmp_path / "scaled.xml"), weights=weights)
+    inputs = make_inputs(levels=((5, 3), (2, 4)), queries=4, heads=2, channels=8, points=3, dtype=torch.float32)
+    got = run(core_with_extension().compile_model(read, "CPU"), inputs)
+    torch.testing.assert_close(got, 2 * ms_deform_attn(*inputs), atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match=r"core\.add_extension\(detrx\.openvino\.library_path\(\)\)"):
+        detrx.openvino.read_model(openvino.Core(), str(tmp_path / "scaled.xml"), weights=weights)
+
+    (tmp_path / "not_a_model.onnx").write_bytes(b"not a model")
+    with pytest.raises(RuntimeError) as raised:
+        detrx.openvino.read_model(core_with_extension(), str(tmp_path / "not_a_model.onnx"))
+    assert "add_extension" not in str(raised.value) and raised.value.__cause__ is None
 
 
 CHILD = """

@@ -34,7 +34,7 @@ def missing_extension_message(error: Exception) -> str:
     """The error OpenVINO gives for a model with detrx's operation, plus what to load, or '' when the
     error is about something else."""
     text = str(error)
-    if "MultiScaleDeformableAttention" not in text and "ms_deform_attn" not in text:
+    if "MultiScaleDeformableAttention" not in text:
         return ""
     return (f"{text}\nThis model uses {OPERATION}: load detrx's OpenVINO extension first, "
             f"core.add_extension(detrx.openvino.library_path()) (the file {LIBRARY_NAME}).")

@@ -4,6 +4,7 @@ Each is a plain function of the option's text; a NaN fails every range check (co
 are false), so it is refused like any number out of range.
 """
 import argparse
+import math
 
 
 def _number(kind, text):
@@ -34,7 +35,7 @@ def positive_float(text):
 
 
 def non_negative_float(text):
-    return _in_range(float, text, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+    return _in_range(float, text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 def probability(text):
