@@ -97,3 +97,14 @@ def test_iou_returns_the_union_and_counts_touching_boxes_as_disjoint():
     edge = torch.tensor([[2.0, 0.0, 4.0, 1.0]], dtype=torch.float64)  # shares a's right edge
     iou, union = box_iou(a, edge)
     assert iou.item() == 0.0 and union.item() == 4.0
+
+
+def test_giou_accepts_boxes_of_zero_width_or_height():
+    """A predicted box can collapse to a line; GIoU must still score it (the enclosing box does)."""
+    line = torch.tensor([[0.0, 0.0, 0.0, 1.0]])  # zero width
+    flat = torch.tensor([[1.0, 0.5, 2.0, 0.5]])  # zero height
+    unit = torch.tensor([[1.0, 0.0, 2.0, 1.0]])
+    # IoU 0; enclosing box [0, 0, 2, 1] of area 2, union 1: 0 - (2 - 1) / 2
+    torch.testing.assert_close(generalized_box_iou(line, unit), torch.tensor([-0.5]))
+    # inside the unit box: IoU 0 / 1, enclosing box = the unit box
+    torch.testing.assert_close(generalized_box_iou(flat, unit), torch.tensor([0.0]))
