@@ -25,23 +25,19 @@ def test_bounds(parse, accepted, refused):
             parse(text)
 
 
-def test_messages_say_what_was_expected_and_what_came():
-    with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer >= 1, got 0"):
-        positive_int("0")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer, got '1.5'"):
-        positive_int("1.5")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"expected a number, got 'x'"):
-        probability("x")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number in \[0, 1\), got 1"):
-        dropout_rate("1")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer >= 0, got -1"):
-        non_negative_int("-1")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"must be a finite number >= 0, got inf"):
-        non_negative_float("inf")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number > 0, got 0"):
-        positive_float("0")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number in \[0, 1\], got 2"):
-        probability("2")
+@pytest.mark.parametrize("parse, text, message", [
+    (positive_int, "0", r"must be an integer >= 1, got 0"),
+    (positive_int, "1.5", r"expected an integer, got '1.5'"),
+    (non_negative_int, "-1", r"must be an integer >= 0, got -1"),
+    (positive_float, "0", r"must be a number > 0, got 0"),
+    (non_negative_float, "inf", r"must be a finite number >= 0, got inf"),
+    (probability, "x", r"expected a number, got 'x'"),
+    (probability, "2", r"must be a number in \[0, 1\], got 2"),
+    (dropout_rate, "1", r"must be a number in \[0, 1\), got 1"),
+])
+def test_messages_say_what_was_expected_and_what_came(parse, text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        parse(text)
 
 
 def test_int_lists():
