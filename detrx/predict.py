@@ -57,7 +57,7 @@ def find_images(inputs):
             if is_image(path):
                 found.append(os.path.abspath(path))
             else:
-                warnings.warn(f"skipping {path!r}: not an image", stacklevel=2)
+                warnings.warn(f"skipping {path!r}: not an image")
     return list(dict.fromkeys(found))
 
 
