@@ -175,3 +175,18 @@ def test_missing_category_is_an_error_not_a_shift(tmp_path):
         images, ann_file = write_split(str(tmp_path / "s"), [{"id": 1, "file_name": "a.png"}],
                                        [_ann(1, 1, 3, [1, 1, 5, 5])], [{"id": 1, "name": "cat"}])
         CocoDetection(images, ann_file)
+
+
+@pytest.mark.parametrize("evaluate_only, exit_code", [(False, 1), (True, 0)])
+def test_check_data_looks_at_the_splits_the_run_reads(tmp_path, capsys, evaluate_only, exit_code):
+    """A broken train split fails the check of a training run; `--eval` reads only val, which is clean."""
+    images, ann_file = broken_split(tmp_path)
+    _, val_paths = two_splits(tmp_path)
+    argv = ["--dataset", "coco", "--check-data", "--train-images", images, "--train-ann", ann_file,
+            "--val-images", val_paths[0], "--val-ann", val_paths[1]]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv + ["--eval", "--allow-random"] * evaluate_only)
+    out = capsys.readouterr().out
+    assert exit_info.value.code == exit_code
+    assert ("duplicate category id" in out) == (not evaluate_only)
+    assert "box with non-positive width or height, dropped" in out  # val was checked either way

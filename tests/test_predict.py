@@ -170,3 +170,12 @@ def test_predict_on_cuda_matches_cpu(tmp_path, resizing_checkpoint):
     on_cpu, on_cuda = (json.loads((tmp_path / d / "predictions.json").read_text()) for d in ("cpu", "cuda"))
     torch.testing.assert_close(torch.tensor([d["box"] for d in on_cuda[0]["detections"]]),
                                torch.tensor([d["box"] for d in on_cpu[0]["detections"]]), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no CUDA device is")
+def test_cuda_without_a_device_is_a_usage_error(tmp_path, checkpoint, capsys):
+    _image(str(tmp_path / "x.png"))
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--checkpoint", checkpoint, "--images", str(tmp_path / "x.png"), "--out-dir", str(tmp_path / "out"),
+                      "--device", "cuda:0"])
+    assert exit_info.value.code == 2 and "--device cuda:0: no CUDA device is available" in capsys.readouterr().err
