@@ -5,12 +5,20 @@ spatial_shapes int64 [L, 2] (H, W), level_start_index int64 [L], sampling_locati
 [N, Lq, M, L, P, 2] (x, y), attention_weights [N, Lq, M, L, P]. Model tests take a small batch of
 the synthetic shapes set (`shapes_batch`). Nothing here touches CUDA at import.
 """
+import os
+
 import torch
 
 from detrx.data import SyntheticShapes, build_transforms, collate_fn
 from detrx.ops import ms_deform_attn, ms_deform_attn_reference
 
 SMALL_LEVELS = ((5, 7), (3, 2))  # non-square, one of each orientation
+
+
+def shared_unless_mutating(fixture_name, config):
+    """Fixture scope: one per module, but one per test under mutmut, which credits what a fixture
+    calls to the first test that uses it and would then skip the other tests for those mutants."""
+    return "function" if "MUTANT_UNDER_TEST" in os.environ else "module"
 
 
 def level_layout(levels, device="cpu"):

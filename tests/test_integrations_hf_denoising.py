@@ -1,6 +1,7 @@
 """detrx's get_contrastive_denoising_training_group against transformers' own: equal without noise,
 the same noise distributions (statistical tests that can fail), edge cases, and a real RT-DETR
 training step with it in place of HF's."""
+import inspect
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetCon
 from transformers.models.rt_detr import modeling_rt_detr  # noqa: E402
 
 from detrx.integrations.hf_denoising import get_contrastive_denoising_training_group  # noqa: E402
+from helpers import shared_unless_mutating  # noqa: E402
 
 HF_BUILDER = modeling_rt_detr.get_contrastive_denoising_training_group
 NUM_CLASSES = 5
@@ -135,7 +137,7 @@ def _distribution_p_values(ours, theirs):
     return p_values
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def noise_samples():
     targets = make_targets([5, 3, 0, 5], torch.Generator().manual_seed(4))
     ours = _noisy_samples(get_contrastive_denoising_training_group, targets, 1.0, calls=60, seed=10)
@@ -173,6 +175,9 @@ def test_distribution_tests_see_a_smaller_box_noise(noise_samples):
 @pytest.mark.parametrize("targets,match", [
     ([], "non-empty list"),
     ([{"class_labels": torch.tensor([1])}], "'class_labels'"),
+    ([{"boxes": torch.rand(1, 4)}], r"targets\[0\] must be a dict with 'class_labels'"),
+    ([{"class_labels": torch.tensor([[1], [2]]), "boxes": torch.rand(2, 4)}],
+     r"targets\[0\]\['class_labels'\] must be \[n\], got \(2, 1\)"),
     ([{"class_labels": torch.tensor([1, 2]), "boxes": torch.rand(3, 4)}], r"targets\[0\]\['boxes'\]"),
     ([{"class_labels": torch.tensor([NUM_CLASSES]), "boxes": torch.rand(1, 4)}], "gt_labels"),
     ([{"class_labels": torch.tensor([0]), "boxes": torch.full((1, 4), float("nan"))}], "gt_boxes"),
@@ -180,6 +185,49 @@ def test_distribution_tests_see_a_smaller_box_noise(noise_samples):
 def test_bad_targets_raise_a_clear_error(targets, match):
     with pytest.raises(ValueError, match=match):
         get_contrastive_denoising_training_group(targets, NUM_CLASSES, 5, label_as_feature, 10)
+
+
+def test_defaults_are_hfs():
+    ours, theirs = (inspect.signature(f).parameters for f in (get_contrastive_denoising_training_group, HF_BUILDER))
+    assert [(n, p.default) for n, p in ours.items()] == [(n, p.default) for n, p in theirs.items()]
+
+
+def test_noise_settings_below_zero_mean_no_noise_like_hf():
+    targets = make_targets([3, 1], torch.Generator().manual_seed(5))
+    args = (targets, NUM_CLASSES, 5, label_as_feature, 12, -0.5, -1.0)
+    assert_same_result(get_contrastive_denoising_training_group(*args), HF_BUILDER(*args))
+
+
+def test_label_noise_above_two_redraws_every_label_like_hf():
+    targets = make_targets([5, 3], torch.Generator().manual_seed(6))
+    torch.manual_seed(0)
+    labels, _, _, meta = get_contrastive_denoising_training_group(targets, NUM_CLASSES, 5, label_as_feature,
+                                                                  400, 3.0, 0.0)
+    clean = torch.stack([torch.cat([t["class_labels"], torch.full((5 - len(t["class_labels"]),), -1)])
+                         for t in targets]).repeat(1, 2 * meta["dn_num_group"])         # [B, K], -1 = padding
+    changed = (labels[..., 0] != clean)[clean >= 0].double().mean()
+    assert abs(float(changed) - (1 - 1 / NUM_CLASSES)) < 0.03  # each redrawn: unchanged only by chance
+
+
+def test_class_embed_sees_the_label_dtype_hf_gives_it():
+    seen = {}
+
+    def class_embed(labels):
+        seen.setdefault("dtypes", []).append(labels.dtype)
+        return labels[..., None].double()
+
+    targets = make_targets([2], torch.Generator().manual_seed(0))
+    for builder in (get_contrastive_denoising_training_group, HF_BUILDER):
+        builder(targets, NUM_CLASSES, 5, class_embed, 10, 0.5, 1.0)
+    assert seen["dtypes"] == [torch.int32, torch.int32]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_everything_stays_on_the_targets_device():
+    targets = [{k: v.cuda() for k, v in t.items()} for t in make_targets([3, 0], torch.Generator().manual_seed(0))]
+    labels, boxes, mask, meta = get_contrastive_denoising_training_group(targets, NUM_CLASSES, 5, label_as_feature,
+                                                                         10, 0.5, 1.0)
+    assert {t.device.type for t in (labels, boxes, mask, *meta["dn_positive_idx"])} == {"cuda"}
 
 
 # ---------------------------------------------------------------- inside a real RT-DETR training step

@@ -18,6 +18,7 @@ from rfdetr.models.ops.functions import ms_deform_attn_func  # noqa: E402
 from rfdetr.models.ops.modules import ms_deform_attn as rfdetr_msda_module  # noqa: E402
 
 from detrx.integrations import rfdetr as detrx_rfdetr  # noqa: E402
+from helpers import shared_unless_mutating  # noqa: E402
 
 RFDETR_CORE = ms_deform_attn_func.ms_deform_attn_core_pytorch
 RESOLUTION = 64
@@ -44,7 +45,7 @@ def always_unpatched():
     detrx_rfdetr.unpatch()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def model(request):
     """RF-DETR Nano's architecture at 64x64 with two feature levels (P3, P5), random weights; any
     network access while building fails the build."""

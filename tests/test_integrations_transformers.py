@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 transformers = pytest.importorskip("transformers")
 
 from detrx.integrations import transformers as detrx_hf  # noqa: E402
+from helpers import shared_unless_mutating  # noqa: E402
 
 IMAGE_SIZE = (128, 128)  # (H, W): four levels of 16x16 .. 2x2 with the tiny backbones below
 
@@ -125,7 +126,7 @@ def perturb_sampling_offsets(model, generator):
                 module.bias.add_(0.37 * torch.randn(module.bias.shape, generator=generator, dtype=module.bias.dtype))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def models():
     """family -> (float64 model, extra inputs, labels), built while patched (D-FINE's layers keep the
     function they are built with) and with trained-like sampling offsets."""

@@ -24,6 +24,7 @@ from detrx.onnx.detector import HFExportableDetector  # noqa: E402
 from detrx.integrations import transformers as detrx_hf  # noqa: E402
 from test_integrations_transformers import (build_d_fine, build_deformable_detr, build_rt_detr,  # noqa: E402
                                             perturb_sampling_offsets)
+from helpers import shared_unless_mutating  # noqa: E402
 
 EXPORT_SHAPE = (2, 3, 128, 128)
 CHECK_SHAPES = ((1, 3, 160, 96), (1, 3, 96, 192))
@@ -97,7 +98,7 @@ def test_hf_model_export_matches_hf_eager(tmp_path, family):
         assert_runtimes_match(path, checked)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def rf_detr_nano():
     """RF-DETR Nano's architecture (two levels), random weights, in rfdetr's export mode."""
     pytest.importorskip("rfdetr")

@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
 import detrx  # noqa: E402
-from helpers import level_layout  # noqa: E402
+from helpers import level_layout, shared_unless_mutating  # noqa: E402
 from detrx.nn import MSDeformAttn  # noqa: E402
 from detrx.ops import ms_deform_attn  # noqa: E402
 
@@ -50,7 +50,7 @@ def export_op(path, dtype, trt_plugin=False):
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def op_file(tmp_path_factory):
     return export_op(tmp_path_factory.mktemp("onnx") / "ms_deform_attn.onnx", torch.float32)
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
@@ -19,17 +19,17 @@ import detrx.openvino  # noqa: E402
 from detrx.ops import ms_deform_attn  # noqa: E402
 
 from _openvino_helpers import core_with_extension, msda_onnx, skip_without_extension  # noqa: E402
-from helpers import make_inputs  # noqa: E402
+from helpers import make_inputs, shared_unless_mutating  # noqa: E402
 
 skip_without_extension()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def onnx_path(tmp_path_factory):
     return msda_onnx(str(tmp_path_factory.mktemp("openvino") / "msda.onnx"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def compiled(onnx_path):
     """One compiled model for every test: all its sizes are dynamic."""
     core = core_with_extension()
@@ -40,7 +40,7 @@ def run(compiled_model, inputs):
     return torch.from_numpy(compiled_model([t.numpy() for t in inputs])[0])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # read-only model
 @given(levels=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=4),
        batch=st.integers(1, 2), queries=st.integers(1, 5), heads=st.integers(1, 3),
        channels=st.one_of(st.integers(1, 9), st.sampled_from([16, 32, 64])), points=st.integers(1, 3),

@@ -14,6 +14,7 @@ from detrx.engine.checkpoint import build_model_from_checkpoint, save_checkpoint
 from detrx.models import MODEL_OPTIONS, build_model
 
 from _models_config import tiny_args
+from helpers import shared_unless_mutating
 
 
 def _save_tiny_checkpoint(path, image):
@@ -26,12 +27,12 @@ def _save_tiny_checkpoint(path, image):
                             "image": image, "model": model.state_dict()}, str(path))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def checkpoint(tmp_path_factory):
     return _save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint.pth", {"sizes": None, "max_size": None})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def resizing_checkpoint(tmp_path_factory):
     """Trained at sizes 24 and 40, longest side at most 48: a 48x64 image is seen at 36x48."""
     return _save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint.pth", {"sizes": [24, 40], "max_size": 48})

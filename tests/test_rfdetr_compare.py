@@ -22,6 +22,7 @@ from _models_config import tiny_args  # noqa: E402
 from detrx.data import build_synthetic, synthetic_classes  # noqa: E402
 from detrx.engine.checkpoint import save_checkpoint  # noqa: E402
 from detrx.models import MODEL_OPTIONS, build_model  # noqa: E402
+from helpers import shared_unless_mutating  # noqa: E402
 
 DATA = ["--num-val", "3", "--num-classes", "1", "--image-size", "64", "--max-objects", "3",
         "--object-min-size", "12", "--object-max-size", "32"]
@@ -39,7 +40,7 @@ def write_detrx_checkpoint(path, model_name):
     return str(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("checkpoints")
     not_a_checkpoint = folder / "notes.pth"
@@ -49,7 +50,7 @@ def checkpoints(tmp_path_factory):
             "text": str(not_a_checkpoint)}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def run(checkpoints, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("compare") / "compare")
     rfdetr_compare.main(["--detr-checkpoint", checkpoints["detr"], "--dn-detr-checkpoint", checkpoints["dn_detr"],

@@ -10,6 +10,7 @@ from detrx import train
 from detrx.engine.checkpoint import load_checkpoint
 
 from _models_config import TINY
+from helpers import shared_unless_mutating
 
 # dropout, random flips and DN noise all draw random numbers: the resumed run must draw the same
 SHORT = [*TINY, "--num-train", "6", "--num-val", "2", "--max-steps-per-epoch", "2", "--dropout", "0.1"]
@@ -20,7 +21,7 @@ def _log(folder):
         return [json.loads(line) for line in f]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_unless_mutating)
 def one_epoch(tmp_path_factory):
     """A dn_detr run stopped after epoch 1 of 3 (its folder)."""
     out = str(tmp_path_factory.mktemp("part"))

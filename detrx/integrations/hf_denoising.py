@@ -35,8 +35,7 @@ def _fail(message):
 
 
 def _inverse_sigmoid(x, eps=INVERSE_SIGMOID_EPS):
-    """HF's inverse sigmoid: clamps x to [0, 1] and both x and 1 - x to >= eps."""
-    x = x.clamp(min=0, max=1)
+    """HF's inverse sigmoid of x in [0, 1] (noisy boxes are clipped there): x and 1 - x clamped to >= eps."""
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
@@ -50,10 +49,9 @@ def _pad_hf_targets(targets, counts, max_gt, device):
         if boxes.shape != (count, 4):
             _fail(f"targets[{i}]['boxes'] must be [n, 4] with n = len(class_labels) = {count}, "
                   f"got {tuple(boxes.shape)}")
-        if count > 0:
-            gt_labels[i, :count] = target["class_labels"]
-            gt_boxes[i, :count] = boxes
-    return gt_labels, gt_boxes, torch.tensor(counts, dtype=torch.int64, device=device)
+        gt_labels[i, :count] = target["class_labels"]
+        gt_boxes[i, :count] = boxes
+    return gt_labels, gt_boxes, torch.tensor(counts, device=device)
 
 
 def _check_targets(targets):
@@ -88,14 +86,16 @@ def get_contrastive_denoising_training_group(targets, num_classes, num_queries, 
     num_groups = max(num_denoising_queries // max_gt, 1)
     gt_labels, gt_boxes, gt_counts = _pad_hf_targets(targets, counts, max_gt, device)
 
-    noisy_boxes = box_noise_scale > 0
+    # HF redraws a label where rand < ratio / 2 and moves boxes where the scale is > 0: ratios and
+    # scales outside [0, 2] and [0, inf) act as their nearest end.
     dn = build_dn_queries(
         gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups=num_groups,
-        label_noise_ratio=min(label_noise_ratio * 0.5, 1.0) if label_noise_ratio > 0 else 0.0,
-        box_noise_scale=float(box_noise_scale) if noisy_boxes else 0.0, noise_style="dino", contrastive=True,
-        max_gt=max_gt, per_image_mask=False, min_box_size=_MIN_BOX_SIZE)
+        label_noise_ratio=min(max(label_noise_ratio * 0.5, 0.0), 1.0),
+        box_noise_scale=max(float(box_noise_scale), 0.0), noise_style="dino", contrastive=True,
+        min_box_size=_MIN_BOX_SIZE,
+        max_gt=max_gt, per_image_mask=False)  # pragma: no mutate (they spare a host read and an unused mask)
 
-    if noisy_boxes:
+    if box_noise_scale > 0:
         input_query_bbox = _inverse_sigmoid(dn.boxes)                      # [B, K, 4]
     else:
         input_query_bbox = gt_boxes.repeat(1, 2 * num_groups, 1)           # [B, K, 4] clean, as HF
