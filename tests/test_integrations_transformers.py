@@ -336,6 +336,21 @@ def test_compile_fullgraph_of_a_patched_hf_msda_module():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_patched_msda_module_takes_what_hfs_takes():
+    """HF's module reads only the host shapes: the patched one also takes int32 or missing level
+    starts and a missing shape tensor, and gives HF's result."""
+    from transformers.models.deformable_detr.modeling_deformable_detr import MultiScaleDeformableAttention
+
+    module = MultiScaleDeformableAttention()
+    value, spatial_shapes, shapes_list, level_start_index, locations, weights, step = msda_module_inputs()
+    expected = module(value, spatial_shapes, shapes_list, level_start_index, locations, weights, step)
+    with detrx_hf.patched(), CountOpCalls() as counter:
+        for shapes, starts in [(spatial_shapes, level_start_index.int()), (None, None), (spatial_shapes.int(), None)]:
+            got = module(value, shapes, shapes_list, starts, locations, weights, step)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert counter.calls == 3
+
+
 def test_bad_input_through_the_patched_paths_gets_a_clear_error():
     from transformers.models.deformable_detr.modeling_deformable_detr import MultiScaleDeformableAttention
     import transformers.models.rt_detr_v2.modeling_rt_detr_v2 as rt_detr_v2

@@ -142,14 +142,15 @@ def _points_per_level(sampling_locations, attention_weights, num_points_list):
         raise ValueError(f"multi_scale_deformable_attention_v2: sampling_locations has {total} points a head "
                          f"but num_points_list {num_points_list} sums to {sum(num_points_list)}")
     levels, points = len(num_points_list), max(num_points_list)
-    if all(p == points for p in num_points_list):
+    if all(p == points for p in num_points_list):  # pragma: no mutate (the loop below gives the same; a shortcut)
         return (sampling_locations.reshape(N, Lq, M, levels, points, 2),
                 attention_weights.reshape(N, Lq, M, levels, points))
     padded_locations, padded_weights = [], []
     for level_locations, level_weights in zip(sampling_locations.split(num_points_list, dim=3),
                                               attention_weights.split(num_points_list, dim=3)):
         missing = points - level_locations.shape[3]
-        padded_locations.append(torch.cat([level_locations, level_locations.new_full((N, Lq, M, missing, 2), -1.0)], 3))
+        off_map = level_locations.new_full((N, Lq, M, missing, 2), -1.0)  # pragma: no mutate (weight 0 anywhere)
+        padded_locations.append(torch.cat([level_locations, off_map], 3))
         padded_weights.append(torch.cat([level_weights, level_weights.new_zeros(N, Lq, M, missing)], 3))
     return torch.stack(padded_locations, 3), torch.stack(padded_weights, 3)  # [N, Lq, M, L, P, 2], [N, Lq, M, L, P]
 
