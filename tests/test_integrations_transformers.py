@@ -272,6 +272,28 @@ def test_patch_finds_every_site_kind_and_is_idempotent():
     assert detrx_hf.patched_sites() == []
 
 
+def test_functions_held_across_unpatch_run_hfs_code_again():
+    """Code that took the patched functions while patched (`from ... import multi_scale_deformable_attention`)
+    gets HF's results, without detrx's op, once unpatched."""
+    import transformers.models.mask2former.modeling_mask2former as mask2former
+    import transformers.models.rt_detr_v2.modeling_rt_detr_v2 as rt_detr_v2
+
+    value, levels, locations, weights = random_v2_inputs([2, 2, 2])
+    v1_locations = locations.view(*locations.shape[:3], len(levels), 2, 2).clamp(0, 1)  # [N, Lq, M, L, P, 2]
+    v1_weights = weights.view(*weights.shape[:3], len(levels), 2)                        # [N, Lq, M, L, P]
+    v1_args = (value, levels, v1_locations, v1_weights)
+    v2_args = (value, levels, locations, weights, [2, 2, 2])
+    expected = (mask2former.multi_scale_deformable_attention(*v1_args),
+                rt_detr_v2.multi_scale_deformable_attention_v2(*v2_args))
+    with detrx_hf.patched():
+        held_v1, held_v2 = mask2former.multi_scale_deformable_attention, rt_detr_v2.multi_scale_deformable_attention_v2
+    with CountOpCalls() as counter:
+        got = held_v1(*v1_args), held_v2(*v2_args)
+    assert counter.calls == 0
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)
+
+
 def random_v2_inputs(num_points_list, levels=((8, 6), (4, 3), (2, 2)), heads=2, channels=4, queries=5, seed=0):
     generator = torch.Generator().manual_seed(seed)
     S = sum(h * w for h, w in levels)

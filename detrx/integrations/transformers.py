@@ -63,14 +63,14 @@ _state = {"active": False}
 
 def _level_layout(spatial_shapes, device):
     """int64 spatial_shapes [L, 2] and level_start_index [L] from HF's shapes (tensor or list of (H, W))."""
-    if not isinstance(spatial_shapes, torch.Tensor):
-        if any(isinstance(size, torch.SymInt) for hw in spatial_shapes for size in hw):
-            # sizes under torch.export stay symbolic (torch.tensor or int() would make them constants)
-            spatial_shapes = torch.stack([torch.stack([torch.scalar_tensor(size, dtype=torch.int64) for size in hw])
-                                          for hw in spatial_shapes])  # [L, 2]
-        else:
-            spatial_shapes = torch.tensor([[int(h), int(w)] for h, w in spatial_shapes], dtype=torch.int64)
-    spatial_shapes = spatial_shapes.to(device=device, dtype=torch.int64)
+    if isinstance(spatial_shapes, torch.Tensor):
+        spatial_shapes = spatial_shapes.to(device=device, dtype=torch.int64)
+    elif any(isinstance(size, torch.SymInt) for hw in spatial_shapes for size in hw):
+        # sizes under torch.export stay symbolic (torch.tensor or int() would make them constants)
+        spatial_shapes = torch.stack([torch.stack([torch.scalar_tensor(size, dtype=torch.int64, device=device)
+                                                   for size in hw]) for hw in spatial_shapes])  # [L, 2]
+    else:
+        spatial_shapes = torch.tensor([[int(h), int(w)] for h, w in spatial_shapes], device=device)  # int64
     areas = spatial_shapes.prod(1)  # [L]
     level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
     return spatial_shapes, level_start_index
@@ -89,7 +89,8 @@ def _op_dtypes(value, sampling_locations, attention_weights):
 
 def _host_shapes(shapes):
     """HF's level sizes when it has them as Python ints ([(H, W)] * L), else None."""
-    if isinstance(shapes, (list, tuple)) and all(isinstance(size, int) for hw in shapes for size in hw):
+    # `and` -> `or` cannot be seen: a tensor's elements are tensors, so the int test fails for it too
+    if isinstance(shapes, (list, tuple)) and all(isinstance(n, int) for hw in shapes for n in hw):  # pragma: no mutate
         return [tuple(hw) for hw in shapes]
     return None
 
