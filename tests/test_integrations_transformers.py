@@ -261,6 +261,7 @@ def test_patch_finds_every_site_kind_and_is_idempotent():
         assert "transformers.models.rt_detr_v2.modeling_rt_detr_v2.multi_scale_deformable_attention_v2" in sites
         patched_v2 = rt_detr_v2.multi_scale_deformable_attention_v2
         assert patched_v2 is not hf_v2 and patched_v2.__wrapped__ is hf_v2
+        assert mask2former.multi_scale_deformable_attention.__wrapped__ is hf_v1
         assert detrx_hf.patch() == sites  # twice: nothing new, nothing wrapped twice
         assert rt_detr_v2.multi_scale_deformable_attention_v2 is patched_v2
         assert detrx_hf.patched_sites() == sites
@@ -375,6 +376,7 @@ def test_patched_msda_module_takes_what_hfs_takes():
 
 def test_bad_input_through_the_patched_paths_gets_a_clear_error():
     from transformers.models.deformable_detr.modeling_deformable_detr import MultiScaleDeformableAttention
+    import transformers.models.mask2former.modeling_mask2former as mask2former
     import transformers.models.rt_detr_v2.modeling_rt_detr_v2 as rt_detr_v2
 
     value, spatial_shapes, shapes_list, level_start_index, locations, weights, step = msda_module_inputs()
@@ -389,8 +391,15 @@ def test_bad_input_through_the_patched_paths_gets_a_clear_error():
         v2_value, levels, v2_locations, v2_weights = random_v2_inputs([2, 2, 2])
         with pytest.raises(ValueError, match="num_points_list"):
             rt_detr_v2.multi_scale_deformable_attention_v2(v2_value, levels, v2_locations, v2_weights, [2, 2, 3])
-        with pytest.raises(ValueError, match="one entry per level"):
+        with pytest.raises(ValueError, match=r"one entry per level \(3\), got \[3, 3\]"):
             rt_detr_v2.multi_scale_deformable_attention_v2(v2_value, levels, v2_locations, v2_weights, [3, 3])
+        # the functions hand HF's host shapes on, which the op checks against value
+        with pytest.raises(ValueError, match="spatial_shapes_list areas sum to"):
+            rt_detr_v2.multi_scale_deformable_attention_v2(v2_value[:, :-1], levels, v2_locations, v2_weights, [2, 2, 2])
+        v1_locations = v2_locations.view(*v2_locations.shape[:3], len(levels), 2, 2)  # [N, Lq, M, L, P, 2]
+        v1_weights = v2_weights.view(*v2_weights.shape[:3], len(levels), 2)            # [N, Lq, M, L, P]
+        with pytest.raises(ValueError, match="spatial_shapes_list areas sum to"):
+            mask2former.multi_scale_deformable_attention(v2_value[:, :-1], levels, v1_locations, v1_weights)
 
 
 def test_d_fine_built_before_patch_runs_detrx_while_patched():
