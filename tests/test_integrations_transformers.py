@@ -423,3 +423,26 @@ def test_d_fine_built_before_patch_runs_detrx_while_patched():
     with CountOpCalls() as counter:
         eval_outputs(model, {}, torch.float32)
     assert counter.calls == 0
+
+
+def test_v2_function_keeps_level_sizes_symbolic_under_export():
+    """Level sizes taken from a dynamic input stay symbolic through the patched function, so the
+    exported program runs at other sizes (a size read as an int would be frozen into it)."""
+    import transformers.models.rt_detr_v2.modeling_rt_detr_v2 as rt_detr_v2
+
+    class OneLevel(torch.nn.Module):
+        def forward(self, feature_map, locations, weights):  # [N, M * D, H, W], [N, Lq, M, P, 2], [N, Lq, M, P]
+            N, _, H, W = feature_map.shape
+            value = feature_map.flatten(2).transpose(1, 2).reshape(N, H * W, 2, -1)  # [N, H * W, M, D]
+            return rt_detr_v2.multi_scale_deformable_attention_v2(value, [(H, W)], locations, weights, [3])
+
+    generator = torch.Generator().manual_seed(0)
+    locations, weights = torch.rand(1, 4, 2, 3, 2, generator=generator), torch.rand(1, 4, 2, 3, generator=generator)
+    size = torch.export.Dim.DYNAMIC
+    with detrx_hf.patched():
+        program = torch.export.export(OneLevel(), (torch.rand(1, 8, 6, 5), locations, weights),
+                                      dynamic_shapes=({2: size, 3: size}, None, None))
+    for h, w in ((7, 9), (4, 3)):
+        feature_map = torch.rand(1, 8, h, w, generator=generator)
+        torch.testing.assert_close(program.module()(feature_map, locations, weights),
+                                   OneLevel()(feature_map, locations, weights), rtol=1e-5, atol=1e-6)
