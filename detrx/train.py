@@ -47,8 +47,7 @@ def build_loaders(args, train_set, val_set):
     (each process a disjoint slice, without the padding duplicates DistributedSampler would add to
     the evaluation), and the train sampler's generator (None under DDP)."""
     val_part = Subset(val_set, range(get_rank(), len(val_set), get_world_size()))
-    val_loader = DataLoader(val_part, args.batch_size, shuffle=False, collate_fn=collate_fn,
-                            num_workers=args.num_workers)
+    val_loader = DataLoader(val_part, args.batch_size, collate_fn=collate_fn, num_workers=args.num_workers)  # in order
     if train_set is None:
         return None, val_loader, None
     generator = None
