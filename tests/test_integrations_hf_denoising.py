@@ -100,7 +100,8 @@ def test_image_without_boxes_gets_padded_slots_only():
 
 
 def _noisy_samples(builder, targets, box_noise_scale, calls, seed):
-    """Labels and normalised box offsets of every valid slot over `calls` calls, positives and negatives apart."""
+    """Labels and normalised box offsets of every valid slot over `calls` calls, positives and negatives
+    apart; 100 denoising queries, label noise 0.5 and box noise 1.0 (box_noise_scale None) are the defaults."""
     torch.manual_seed(seed)
     counts = [len(t["class_labels"]) for t in targets]
     max_gt = max(counts)
@@ -111,7 +112,8 @@ def _noisy_samples(builder, targets, box_noise_scale, calls, seed):
         gt_boxes[i, :counts[i]] = target["boxes"]
     labels, positives, negatives = [], [], []
     for _ in range(calls):
-        query_labels, logits, _, meta = builder(targets, NUM_CLASSES, 5, label_as_feature, 100, 0.5, box_noise_scale)
+        noise = {} if box_noise_scale is None else {"box_noise_scale": box_noise_scale}  # None: the defaults
+        query_labels, logits, _, meta = builder(targets, NUM_CLASSES, 5, label_as_feature, **noise)
         copies = 2 * meta["dn_num_group"]
         clean_labels, clean = gt_labels.repeat(1, copies), gt_boxes.repeat(1, copies, 1)       # [B, K], [B, K, 4]
         valid = clean_labels >= 0
@@ -140,8 +142,8 @@ def _distribution_p_values(ours, theirs):
 @pytest.fixture(scope=shared_unless_mutating)
 def noise_samples():
     targets = make_targets([5, 3, 0, 5], torch.Generator().manual_seed(4))
-    ours = _noisy_samples(get_contrastive_denoising_training_group, targets, 1.0, calls=60, seed=10)
-    theirs = _noisy_samples(HF_BUILDER, targets, 1.0, calls=60, seed=11)
+    ours = _noisy_samples(get_contrastive_denoising_training_group, targets, None, calls=60, seed=10)
+    theirs = _noisy_samples(HF_BUILDER, targets, None, calls=60, seed=11)
     return targets, ours, theirs
 
 
@@ -190,6 +192,11 @@ def test_bad_targets_raise_a_clear_error(targets, match):
 def test_defaults_are_hfs():
     ours, theirs = (inspect.signature(f).parameters for f in (get_contrastive_denoising_training_group, HF_BUILDER))
     assert [(n, p.default) for n, p in ours.items()] == [(n, p.default) for n, p in theirs.items()]
+    one_box = make_targets([1, 1], torch.Generator().manual_seed(0))  # 100 queries of one gt: 100 groups
+    ours, theirs = (f(one_box, NUM_CLASSES, 5, label_as_feature) for f in (get_contrastive_denoising_training_group,
+                                                                           HF_BUILDER))
+    assert ours[3]["dn_num_group"] == theirs[3]["dn_num_group"] == 100
+    assert [t.shape for t in ours[:3]] == [t.shape for t in theirs[:3]]
 
 
 def test_noise_settings_below_zero_mean_no_noise_like_hf():

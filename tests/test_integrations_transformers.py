@@ -1,5 +1,6 @@
 """detrx.integrations.transformers: HF models patched vs HF's own path, on tiny random-weight models."""
 import copy
+import importlib
 
 import pytest
 import torch
@@ -246,15 +247,24 @@ def test_bfloat16_autocast_runs_patched_and_stays_near_float32(models, family):
 
 
 def test_patch_finds_every_site_kind_and_is_idempotent():
+    import transformers.models.d_fine.modeling_d_fine as d_fine
     import transformers.models.deformable_detr.modeling_deformable_detr as deformable
     import transformers.models.mask2former.modeling_mask2former as mask2former
+    import transformers.models.rt_detr.modeling_rt_detr as rt_detr
     import transformers.models.rt_detr_v2.modeling_rt_detr_v2 as rt_detr_v2
+
+    from detrx.integrations import hf_denoising
 
     hf_forward = deformable.MultiScaleDeformableAttention.forward
     hf_v1 = mask2former.multi_scale_deformable_attention
     hf_v2 = rt_detr_v2.multi_scale_deformable_attention_v2
+    hf_denoising_builder = rt_detr.get_contrastive_denoising_training_group
+    hf_layer_forward = d_fine.DFineMultiscaleDeformableAttention.forward
     try:
         sites = detrx_hf.patch()
+        layer_forward = d_fine.DFineMultiscaleDeformableAttention.forward  # runs detrx's v2 in layers built before
+        assert layer_forward is not hf_layer_forward and layer_forward.__wrapped__ is hf_layer_forward
+        assert rt_detr.get_contrastive_denoising_training_group is hf_denoising.get_contrastive_denoising_training_group
         assert "transformers.models.deformable_detr.modeling_deformable_detr.MultiScaleDeformableAttention.forward" \
             in sites
         assert "transformers.models.mask2former.modeling_mask2former.multi_scale_deformable_attention" in sites
@@ -264,12 +274,15 @@ def test_patch_finds_every_site_kind_and_is_idempotent():
         assert mask2former.multi_scale_deformable_attention.__wrapped__ is hf_v1
         assert detrx_hf.patch() == sites  # twice: nothing new, nothing wrapped twice
         assert rt_detr_v2.multi_scale_deformable_attention_v2 is patched_v2
+        assert d_fine.DFineMultiscaleDeformableAttention.forward is layer_forward
         assert detrx_hf.patched_sites() == sites
     finally:
         detrx_hf.unpatch()
     assert deformable.MultiScaleDeformableAttention.forward is hf_forward
     assert mask2former.multi_scale_deformable_attention is hf_v1
     assert rt_detr_v2.multi_scale_deformable_attention_v2 is hf_v2
+    assert rt_detr.get_contrastive_denoising_training_group is hf_denoising_builder
+    assert d_fine.DFineMultiscaleDeformableAttention.forward is hf_layer_forward
     assert detrx_hf.patched_sites() == []
 
 
@@ -446,3 +459,33 @@ def test_v2_function_keeps_level_sizes_symbolic_under_export():
         feature_map = torch.rand(1, 8, h, w, generator=generator)
         torch.testing.assert_close(program.module()(feature_map, locations, weights),
                                    OneLevel()(feature_map, locations, weights), rtol=1e-5, atol=1e-6)
+
+
+MODELING_WITH_A_GENERATED_CLASS = '''
+import torch
+
+def multi_scale_deformable_attention_v2(*args):
+    return "HF"
+
+scope = {}
+exec("def __init__(self):\\n    torch.nn.Module.__init__(self)", {"torch": torch}, scope)  # no source file
+Generated = type("Generated", (torch.nn.Module,), {"__init__": scope["__init__"], "forward": lambda self: None,
+                                                   "__module__": __name__})
+
+class Layer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.core = multi_scale_deformable_attention_v2
+
+    def forward(self):
+        return self.core()
+'''
+
+
+def test_layer_scan_reads_past_a_class_without_source(tmp_path, monkeypatch):
+    """A modeling module may hold classes whose __init__ has no source (generated ones): the scan for
+    layers that store the v2 function skips them and reads on."""
+    (tmp_path / "modeling_generated.py").write_text(MODELING_WITH_A_GENERATED_CLASS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("modeling_generated")
+    assert detrx_hf._layers_storing_v2([module]) == [(module.Layer, "core")]

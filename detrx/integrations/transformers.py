@@ -205,7 +205,7 @@ def _make_layer_forward(original_forward, attribute, replacements):
         finally:
             vars(self)[attribute] = stored
 
-    forward.__wrapped__, forward.detrx_layer_forward = original_forward, True
+    forward.__wrapped__ = original_forward
     return forward
 
 
@@ -234,7 +234,7 @@ def _originals(modules, name):
     found = {}
     for module in modules:
         candidate = vars(module).get(name)
-        if candidate is not None and getattr(candidate, "__module__", None) == module.__name__:
+        if getattr(candidate, "__module__", None) == module.__name__:  # absent names give None
             found[id(candidate)] = candidate
     return list(found.values())
 
@@ -258,11 +258,12 @@ def patch():
     for name, make_replacement in replacements.items():
         for original in _originals(modules, name):
             replacement = make_replacement(original)
-            if _patcher.replace(modules, original, replacement) and name == FUNCTION_V2:
+            _patcher.replace(modules, original, replacement)
+            if name == FUNCTION_V2:
                 v2_replacements[original] = replacement
-    for cls, attribute in _layers_storing_v2(modules):
-        forward = vars(cls)["forward"]
-        if v2_replacements and not getattr(forward, "detrx_layer_forward", False):
+    if v2_replacements:  # HF's v2 functions found unpatched: this is the first patch() (since unpatch())
+        for cls, attribute in _layers_storing_v2(modules):
+            forward = vars(cls)["forward"]
             _patcher.replace([cls], forward, _make_layer_forward(forward, attribute, v2_replacements))
     return patched_sites()
 
