@@ -119,6 +119,24 @@ def test_function_accepts_int32_shapes_like_rfdetr():
     assert_relative_close(detrx_rfdetr.ms_deform_attn_core(value, shapes.int(), locations, weights), expected, 1e-5)
 
 
+def test_function_takes_shapes_as_pairs_or_only_hw_like_rfdetr():
+    value, shapes, locations, weights, hw = random_core_inputs(torch.float32, False, torch.Generator().manual_seed(6))
+    expected = RFDETR_CORE(value, shapes, locations, weights)
+    for pairs, given_hw in ((shapes.tolist(), None), ([tuple(p) for p in shapes.tolist()], None), (None, hw)):
+        assert_relative_close(RFDETR_CORE(value, pairs, locations, weights, value_spatial_shapes_hw=given_hw),
+                              expected, 1e-6)
+        actual = detrx_rfdetr.ms_deform_attn_core(value, pairs, locations, weights, value_spatial_shapes_hw=given_hw)
+        assert_relative_close(actual, expected, 1e-5)
+
+
+def test_function_computes_in_the_widest_dtype_given():
+    """float32 locations with a float64 value and weights: computed (and returned) in float64."""
+    value, shapes, locations, weights, _ = random_core_inputs(torch.float64, False, torch.Generator().manual_seed(8))
+    actual = detrx_rfdetr.ms_deform_attn_core(value, shapes, locations.float(), weights)
+    assert actual.dtype == torch.float64
+    assert_relative_close(actual, RFDETR_CORE(value, shapes, locations.float().double(), weights), 1e-12)
+
+
 def test_function_mixed_dtypes_under_autocast_like_rfdetr():
     """rfdetr under bfloat16 autocast passes a bfloat16 value and weights with float32 locations."""
     value, shapes, locations, weights, hw = random_core_inputs(torch.float32, False, torch.Generator().manual_seed(7))
@@ -132,7 +150,11 @@ def test_function_mixed_dtypes_under_autocast_like_rfdetr():
 
 
 @pytest.mark.parametrize("change,match", [
-    (lambda a: {**a, "value": a["value"][0]}, r"value must be a \[B, M, D, S\]"),
+    (lambda a: {**a, "value": a["value"][0]}, r"value must be a \[B, M, D, S\] .*, got \(2, 4, 41\)"),
+    (lambda a: {**a, "value": a["value"].tolist()}, r"value must be a \[B, M, D, S\] .*, got list"),
+    (lambda a: {**a, "sampling_locations": a["sampling_locations"].tolist()},
+     "sampling_locations must be a torch.Tensor, got list"),
+    (lambda a: {**a, "value_spatial_shapes": a["value_spatial_shapes"].flatten()}, r"integer \[L, 2\] tensor"),
     (lambda a: {**a, "sampling_locations": a["sampling_locations"][..., :8, :]}, "divisible by L"),
     (lambda a: {**a, "sampling_locations": a["sampling_locations"][0]}, "sampling_locations must be"),
     (lambda a: {**a, "attention_weights": a["attention_weights"][..., :-1]}, "attention_weights must be"),
