@@ -269,3 +269,14 @@ def test_model_under_bfloat16_autocast_matches_rfdetr(model):
         assert a.dtype == e.dtype
         # Both paths sample in float32 and round to bfloat16 at the next layer: within a bfloat16 step.
         assert_relative_close(a.float(), e.float(), 1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_function_on_cuda_with_shapes_on_the_host():
+    value, shapes, locations, weights, hw = random_core_inputs(torch.float32, False, torch.Generator().manual_seed(9))
+    value, locations, weights = value.cuda(), locations.cuda(), weights.cuda()
+    expected = RFDETR_CORE(value, shapes.cuda(), locations, weights)
+    for host_shapes, given_hw in ((shapes, None), (None, hw), (shapes.tolist(), hw)):
+        actual = detrx_rfdetr.ms_deform_attn_core(value, host_shapes, locations, weights,
+                                                  value_spatial_shapes_hw=given_hw)
+        assert_relative_close(actual, expected, 1e-4)

@@ -408,7 +408,8 @@ def test_bad_input_through_the_patched_paths_gets_a_clear_error():
             rt_detr_v2.multi_scale_deformable_attention_v2(v2_value, levels, v2_locations, v2_weights, [3, 3])
         # the functions hand HF's host shapes on, which the op checks against value
         with pytest.raises(ValueError, match="spatial_shapes_list areas sum to"):
-            rt_detr_v2.multi_scale_deformable_attention_v2(v2_value[:, :-1], levels, v2_locations, v2_weights, [2, 2, 2])
+            rt_detr_v2.multi_scale_deformable_attention_v2(v2_value[:, :-1], levels, v2_locations, v2_weights,
+                                                           [2, 2, 2])
         v1_locations = v2_locations.view(*v2_locations.shape[:3], len(levels), 2, 2)  # [N, Lq, M, L, P, 2]
         v1_weights = v2_weights.view(*v2_weights.shape[:3], len(levels), 2)            # [N, Lq, M, L, P]
         with pytest.raises(ValueError, match="spatial_shapes_list areas sum to"):
@@ -489,3 +490,28 @@ def test_layer_scan_reads_past_a_class_without_source(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("modeling_generated")
     assert detrx_hf._layers_storing_v2([module]) == [(module.Layer, "core")]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_patched_paths_on_cuda_with_shapes_given_on_the_host():
+    """HF hands level sizes as Python lists (and level starts on the value's device): the patched
+    module and functions put what they build on the value's device."""
+    from transformers.models.deformable_detr.modeling_deformable_detr import MultiScaleDeformableAttention
+    import transformers.models.mask2former.modeling_mask2former as mask2former
+    import transformers.models.rt_detr_v2.modeling_rt_detr_v2 as rt_detr_v2
+
+    value, spatial_shapes, shapes_list, level_start_index, locations, weights, step = msda_module_inputs()
+    module = MultiScaleDeformableAttention()
+    v2_value, levels, v2_locations, v2_weights = random_v2_inputs([2, 2, 2])
+    v1_locations = v2_locations.view(*v2_locations.shape[:3], len(levels), 2, 2)  # [N, Lq, M, L, P, 2]
+    v1_weights = v2_weights.view(*v2_weights.shape[:3], len(levels), 2)            # [N, Lq, M, L, P]
+    calls = [lambda: module(value.cuda(), None, shapes_list, level_start_index.cuda(), locations.cuda(),
+                            weights.cuda(), step),
+             lambda: mask2former.multi_scale_deformable_attention(v2_value.cuda(), levels, v1_locations.cuda(),
+                                                                  v1_weights.cuda()),
+             lambda: rt_detr_v2.multi_scale_deformable_attention_v2(v2_value.cuda(), levels, v2_locations.cuda(),
+                                                                    v2_weights.cuda(), [2, 2, 2])]
+    expected = [call() for call in calls]
+    with detrx_hf.patched():
+        for call, hf in zip(calls, expected):
+            torch.testing.assert_close(call(), hf, rtol=1e-4, atol=1e-5)
