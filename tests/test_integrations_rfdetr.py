@@ -280,3 +280,10 @@ def test_function_on_cuda_with_shapes_on_the_host():
         actual = detrx_rfdetr.ms_deform_attn_core(value, host_shapes, locations, weights,
                                                   value_spatial_shapes_hw=given_hw)
         assert_relative_close(actual, expected, 1e-4)
+
+
+def test_patch_without_rfdetr_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rfdetr.models.ops.functions.ms_deform_attn_func", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"detrx.integrations.rfdetr needs rfdetr: pip install 'detrx\[rfdetr\]'"):
+        detrx_rfdetr.patch()
+    assert detrx_rfdetr.patched_sites() == []
