@@ -284,6 +284,6 @@ def test_function_on_cuda_with_shapes_on_the_host():
 
 def test_patch_without_rfdetr_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "rfdetr.models.ops.functions.ms_deform_attn_func", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"detrx.integrations.rfdetr needs rfdetr: pip install 'detrx\[rfdetr\]'"):
+    with pytest.raises(ImportError, match=r"^detrx.integrations.rfdetr needs rfdetr: pip install 'detrx\[rfdetr\]'$"):
         detrx_rfdetr.patch()
     assert detrx_rfdetr.patched_sites() == []
