@@ -56,8 +56,9 @@ def build_loaders(args, train_set, val_set):
     else:
         generator = torch.Generator().manual_seed(args.seed)
         sampler = RandomSampler(train_set, generator=generator)
+    drop_last = len(train_set) >= args.batch_size  # pragma: no mutate (`>`: one exact batch is kept either way)
     train_loader = DataLoader(train_set, args.batch_size, sampler=sampler, collate_fn=collate_fn,
-                              num_workers=args.num_workers, drop_last=len(train_set) >= args.batch_size)
+                              num_workers=args.num_workers, drop_last=drop_last)
     return train_loader, val_loader, generator
 
 

@@ -79,5 +79,5 @@ def test_class_attributes_are_patched_too():
 
 
 def test_replacing_an_object_by_itself_is_refused():
-    with pytest.raises(ValueError, match="replacement"):
+    with pytest.raises(ValueError, match=r"^replace: `replacement` must be a different object from `original`$"):
         GlobalsPatcher().replace([], _original, _original)

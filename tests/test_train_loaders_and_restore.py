@@ -61,9 +61,15 @@ def test_each_process_evaluates_its_own_slice(monkeypatch):
     assert _indices(val_loader) == [[1, 4, 7]]
 
 
-def test_val_loader_uses_the_workers_asked_for():
-    _, val_loader, _ = train.build_loaders(_loader_args(num_workers=2), None, Numbered(4))
-    assert val_loader.num_workers == 2
+def test_loaders_use_the_workers_asked_for():
+    train_loader, val_loader, _ = train.build_loaders(_loader_args(num_workers=2), Numbered(4), Numbered(4))
+    assert train_loader.num_workers == val_loader.num_workers == 2
+
+
+@pytest.mark.parametrize("size, batch_sizes", [(15, [4, 4, 4]), (3, [3])])
+def test_training_batches_are_full_unless_the_set_is_smaller_than_one(size, batch_sizes):
+    loader, _, _ = train.build_loaders(_loader_args(batch_size=4), Numbered(size), Numbered(1))
+    assert [len(batch) for batch in _indices(loader)] == batch_sizes
 
 
 def test_training_order_comes_from_the_seed_and_the_returned_generator():

@@ -33,10 +33,9 @@ def find_references(namespaces: Iterable[Any], target: object) -> list[tuple[Any
 
 def _site_name(namespace: Any, name: str) -> str:
     """``module.name`` or ``module.Class.name``, for reports."""
-    owner = getattr(namespace, "__module__", None)
-    if isinstance(namespace, ModuleType) or owner is None:
+    if isinstance(namespace, ModuleType):
         return f"{namespace.__name__}.{name}"
-    return f"{owner}.{namespace.__qualname__}.{name}"
+    return f"{namespace.__module__}.{namespace.__qualname__}.{name}"  # a class
 
 
 class GlobalsPatcher:

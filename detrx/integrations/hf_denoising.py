@@ -88,12 +88,12 @@ def get_contrastive_denoising_training_group(targets, num_classes, num_queries, 
 
     # HF redraws a label where rand < ratio / 2 and moves boxes where the scale is > 0: ratios and
     # scales outside [0, 2] and [0, inf) act as their nearest end.
+    spare_work = {"max_gt": max_gt, "per_image_mask": False}  # pragma: no mutate (a host read, an unused mask)
     dn = build_dn_queries(
         gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_groups=num_groups,
         label_noise_ratio=min(max(label_noise_ratio * 0.5, 0.0), 1.0),
         box_noise_scale=max(float(box_noise_scale), 0.0), noise_style="dino", contrastive=True,
-        min_box_size=_MIN_BOX_SIZE,
-        max_gt=max_gt, per_image_mask=False)  # pragma: no mutate (they spare a host read and an unused mask)
+        min_box_size=_MIN_BOX_SIZE, **spare_work)
 
     if box_noise_scale > 0:
         input_query_bbox = _inverse_sigmoid(dn.boxes)                      # [B, K, 4]
