@@ -155,6 +155,7 @@ def test_function_mixed_dtypes_under_autocast_like_rfdetr():
     (lambda a: {**a, "sampling_locations": a["sampling_locations"].tolist()},
      "sampling_locations must be a torch.Tensor, got list"),
     (lambda a: {**a, "value_spatial_shapes": a["value_spatial_shapes"].flatten()}, r"integer \[L, 2\] tensor"),
+    (lambda a: {**a, "value_spatial_shapes": a["value_spatial_shapes"].double().tolist()}, "integer"),
     (lambda a: {**a, "sampling_locations": a["sampling_locations"][..., :8, :]}, "divisible by L"),
     (lambda a: {**a, "sampling_locations": a["sampling_locations"][0]}, "sampling_locations must be"),
     (lambda a: {**a, "attention_weights": a["attention_weights"][..., :-1]}, "attention_weights must be"),

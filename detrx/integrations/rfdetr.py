@@ -51,7 +51,7 @@ def _spatial_shapes_int64(value_spatial_shapes, value_spatial_shapes_hw, device)
     """The op's int64 [L, 2] shapes from rfdetr's tensor (or, if that is not a tensor, the (H, W) pairs)."""
     shapes = value_spatial_shapes
     if not isinstance(shapes, torch.Tensor):
-        shapes = torch.as_tensor(value_spatial_shapes_hw if shapes is None else shapes, dtype=torch.int64)
+        shapes = torch.as_tensor(value_spatial_shapes_hw if shapes is None else shapes)  # float pairs: refused below
     if shapes.dim() != 2 or shapes.shape[1] != 2 or shapes.dtype.is_floating_point or shapes.is_complex():
         _fail(f"value_spatial_shapes must be an integer [L, 2] tensor of (H, W), got {shapes.dtype} "
               f"{tuple(shapes.shape)}")
