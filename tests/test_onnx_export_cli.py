@@ -23,13 +23,14 @@ if not detrx.is_compiled():
     pytest.skip("the compiled op is what gets exported", allow_module_level=True)
 
 
-def write_checkpoint(path, args, state_dict=None):
-    """An inference checkpoint in detrx's format, for the model `args` describe."""
+def write_checkpoint(path, args, state_dict=None, sizes=None, run=None):
+    """An inference checkpoint in detrx's format, for the model `args` describe (evaluation resize
+    `sizes`, and the run's options `run` when given)."""
     model, _, _ = build_model(args)
     classes = ClassList(tuple(f"class {i}" for i in range(args.num_classes)), tuple(range(1, args.num_classes + 1)))
     save_checkpoint({"model_options": {name: getattr(args, name) for name in MODEL_OPTIONS},
-                     "classes": classes.to_dict(), "image": {"sizes": None, "max_size": None},
-                     "model": state_dict or model.state_dict()}, str(path))
+                     "classes": classes.to_dict(), "image": {"sizes": sizes, "max_size": None},
+                     "model": state_dict or model.state_dict(), **({"run": run} if run else {})}, str(path))
     return path
 
 
