@@ -4,7 +4,7 @@ import torch
 
 import detrx
 from detrx.ops import build_dn_queries, build_dn_queries_reference, pad_targets, split_dn_outputs
-from detrx.ops.dn_common import MIN_BOX_SIZE
+from detrx.ops.dn_common import MIN_BOX_SIZE, assert_dn_values_async, check_dn_values
 
 requires_extension = pytest.mark.skipif(not detrx.is_compiled(), reason="detrx._C is not built")
 
@@ -57,6 +57,7 @@ BAD_INPUTS = {  # name: (inputs, keyword arguments, words the message must conta
     "unknown noise style": (good_inputs(), {"noise_style": "gaussian"}, "noise_style"),
     "max_gt below a count": (good_inputs(), {"max_gt": 2}, "max_gt"),
     "negative max_gt": (good_inputs(), {"max_gt": -1}, "max_gt"),
+    "float max_gt": (good_inputs(), {"max_gt": 4.0}, "max_gt must be None or an int"),
     "noise of the wrong shape": (good_inputs(), {"noise": torch.rand(2, 4, 6)}, "noise"),
 }
 
@@ -71,8 +72,8 @@ def test_bad_input_raises_value_error(builder, case):
 
 
 def test_labels_of_padding_are_not_checked():
-    labels, boxes, counts = with_label(99, slot=(1, 2))                 # image 1 has one gt: slot 2 is padding
-    boxes[1, 2] = float("nan")
+    labels, boxes, counts = with_label(99, slot=(1, 1))                 # image 1 has one gt: slots 1, 2 are padding
+    boxes[1, 1:] = float("nan")
     build_dn_queries(labels, boxes, counts, num_classes=5, num_queries=4)
     build_dn_queries_reference(labels, boxes, counts, num_classes=5, num_queries=4)
 
@@ -116,3 +117,50 @@ def test_pad_targets_rejects_bad_targets(targets):
 def test_split_dn_outputs_rejects_num_dn_beyond_the_queries():
     with pytest.raises(ValueError, match="num_dn"):
         split_dn_outputs(torch.zeros(2, 10, 4), 11)
+
+
+GT_VALUE_CASES = [name for name in BAD_INPUTS if name in (
+    "label >= num_classes", "negative label", "nan box", "inf box", "count > G", "negative count", "max_gt below a count")]
+
+
+@pytest.mark.parametrize("case", GT_VALUE_CASES)
+def test_device_side_gt_check_refuses_what_the_host_check_refuses(case):
+    """The check CUDA runs without a host sync (a device assert) refuses the same gts; on the CPU
+    torch's async assert raises at once, so its condition is tested here."""
+    (labels, boxes, counts), kwargs, argument = BAD_INPUTS[case]
+    max_gt = kwargs.get("max_gt", labels.shape[1])
+    with pytest.raises(ValueError, match=argument):
+        check_dn_values(labels, boxes, counts, 5, max_gt)
+    with pytest.raises(RuntimeError, match="build_dn_queries: bad gts"):
+        assert_dn_values_async(labels, boxes, counts, 5, max_gt)
+
+
+def test_device_side_gt_check_passes_gts_at_their_bounds():
+    labels = torch.tensor([[4, 0, 3], [0, 99, 99], [99, 99, 99]])  # labels 0 and num_classes - 1; 99 is padding
+    boxes = torch.tensor([[[0.0, 0.0, 1.0, 1.0]] * 3, [[1.0, 1.0, 0.0, 0.0], [float("nan")] * 4, [0.5] * 4],
+                          [[float("inf")] * 4] * 3])
+    counts = torch.tensor([3, 1, 0])  # counts 0 and G (= max_gt)
+    assert check_dn_values(labels, boxes, counts, 5, 3) == 3
+    assert_dn_values_async(labels, boxes, counts, 5, 3)
+    with pytest.raises(RuntimeError, match="bad gts"):  # max_gt below G bounds the counts too
+        assert_dn_values_async(labels, boxes, counts, 5, 2)
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+def test_wrong_noise_shape_names_the_expected_one(builder):
+    with pytest.raises(ValueError, match=r"noise must be (float32 )?\[B, K, 6\] = .2, 15, 6., got .*2, 4, 6"):
+        builder(*good_inputs(), num_classes=5, num_queries=4, noise=torch.rand(2, 4, 6))  # 5 groups of 3 gts
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+def test_max_gt_above_every_count_sets_the_group_size(builder):
+    queries = builder(*good_inputs(), num_classes=5, num_queries=4, num_groups=2, max_gt=5)
+    assert (queries.group_size, queries.num_dn) == (5, 10)
+    assert queries.valid.sum(1).tolist() == [6, 2]  # 3 and 1 gts, twice
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+def test_defaults_are_five_dn_detr_groups_without_negatives(builder):
+    queries = builder(*good_inputs(), num_classes=5, num_queries=4)
+    assert (queries.num_groups, queries.group_size, queries.num_dn) == (5, 3, 15)
+    assert queries.positive.all() and queries.attn_mask is not None

@@ -203,6 +203,7 @@ def test_same_generator_same_queries_and_other_seed_differs():
 
 def test_counter_noise_is_uniform():
     u = dn_counter_noise(12345, 50, 200)                              # 60,000 uniforms
+    assert u.dtype == torch.float32 and u.shape == (50, 200, 6)       # what the kernels draw
     assert ((u >= 0) & (u < 1)).all()
     histogram = torch.histc(u, bins=10, min=0, max=1)
     assert (histogram - 6000).abs().max() < 5 * 6000 ** 0.5

@@ -9,6 +9,7 @@ import torch
 
 import detrx
 from detrx.ops import build_dn_queries, build_dn_queries_reference
+from detrx.ops.dn_common import MIN_BOX_SIZE
 from test_dn_queries import TENSOR_FIELDS, assert_same_queries, random_gts
 
 pytestmark = pytest.mark.skipif(not detrx.is_compiled(), reason="detrx._C is not built")
@@ -91,3 +92,29 @@ def test_cuda_dn_grid_stride_loops_run_more_than_once(batch, max_gt, num_groups,
     on_gpu = on_gpu._replace(**{name: getattr(on_gpu, name).cpu() for name in TENSOR_FIELDS
                                 if getattr(on_gpu, name) is not None})
     assert_same_queries(on_gpu, on_cpu, atol=0)
+
+
+EDGE_BOXES = torch.tensor([[[0.5, 0.5, 1.0, 1.0],       # the whole image
+                            [0.05, 0.95, 0.1, 0.1],     # touching the left and bottom edges
+                            [0.9, 0.2, 0.2, 0.4],       # touching the right edge
+                            [0.5, 0.001, 0.3, 0.002]]])  # thin, on the top edge
+
+
+@pytest.mark.parametrize("noise_style", STYLES)
+@pytest.mark.parametrize("box_noise_scale", [1.0, 2.5])
+def test_boxes_at_the_image_edges_are_clamped_like_the_reference(noise_style, box_noise_scale):
+    """Noise that pushes boxes out of the image (edge boxes, negatives, scale above 1) is clamped to
+    it the same way by the op and the reference; uniforms of exactly 0 and 0.5 (the sign's switch)
+    included."""
+    noise = torch.rand(1, 20 * 2 * 4, 6, generator=torch.Generator().manual_seed(3))
+    noise[0, :8, 2:] = 0.5
+    noise[0, 8:16, 2:] = 0.0
+    kwargs = dict(num_classes=5, num_queries=4, num_groups=20, contrastive=True, noise_style=noise_style,
+                  box_noise_scale=box_noise_scale, noise=noise)
+    gts = torch.tensor([[0, 1, 2, 3]]), EDGE_BOXES, torch.tensor([4])
+    fused, expected = build_dn_queries(*gts, **kwargs), build_dn_queries_reference(*gts, **kwargs)
+    assert torch.equal(fused.boxes, expected.boxes)
+    boxes = expected.boxes[expected.valid]  # [K, 4]
+    assert ((boxes >= 0) & (boxes <= 1)).all() and (boxes[:, 2:] >= MIN_BOX_SIZE).all()
+    if box_noise_scale > 1:  # the clamps were reached
+        assert (boxes[:, :2] == 0).any() and (boxes[:, 2:] == 1).any()

@@ -16,18 +16,19 @@ from detrx.ops.dn_common import MIN_BOX_SIZE, DNQueries, check_dn_args, check_dn
 __all__ = ["build_dn_queries_reference", "dn_counter_noise"]
 
 UNIFORMS_PER_SLOT = 6
+_HASHES_PER_SLOT = UNIFORMS_PER_SLOT // 2  # each 64-bit hash gives two 24-bit uniforms
 _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 def dn_counter_noise(seed, batch, num_dn):
     """The uniforms [B, K, 6] the compiled op draws for int64 `seed`: the SplitMix64 hash of the seed
     and counter i gives uniforms 2i (its top 24 bits) and 2i + 1 (the 24 bits below)."""
-    index = np.arange(batch * num_dn * UNIFORMS_PER_SLOT // 2, dtype=np.uint64)
-    z = np.array([seed], dtype=np.int64).view(np.uint64) + (index + np.uint64(1)) * _GOLDEN
+    index = np.arange(batch * num_dn * _HASHES_PER_SLOT, dtype=np.uint64)
+    z = np.int64(seed).view(np.uint64) + (index + np.uint64(1)) * _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     z = z ^ (z >> np.uint64(31))
-    bits = np.stack([z >> np.uint64(40), (z >> np.uint64(16)) & np.uint64(0xFFFFFF)], axis=-1)
+    bits = np.stack([z >> np.uint64(40), (z >> np.uint64(16)) & np.uint64(0xFFFFFF)], axis=1)
     uniforms = bits.astype(np.float32) * np.float32(2.0 ** -24)
     return torch.from_numpy(uniforms.reshape(batch, num_dn, UNIFORMS_PER_SLOT))
 
@@ -37,7 +38,7 @@ def _noise_factor(u, negative):
     low = u < 0.5
     magnitude = torch.where(low, 2 * u, 2 * u - 1)
     sign = torch.where(low, -1.0, 1.0)
-    return sign * (magnitude + negative[:, None].to(u.dtype))
+    return sign * (magnitude + negative[:, None])
 
 
 def _noisy_boxes(boxes, factor, scale, noise_style, min_box_size):
