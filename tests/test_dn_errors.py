@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import detrx
-from detrx.ops import build_dn_queries, build_dn_queries_reference, pad_targets, split_dn_outputs
+from detrx.ops import build_dn_queries, build_dn_queries_reference, dn_loss_targets, pad_targets, split_dn_outputs
 from detrx.ops.dn_common import MIN_BOX_SIZE, assert_dn_values_async, check_dn_values
 
 requires_extension = pytest.mark.skipif(not detrx.is_compiled(), reason="detrx._C is not built")
@@ -112,6 +112,34 @@ def test_compiled_op_checks_its_arguments(case, argument):
 def test_pad_targets_rejects_bad_targets(targets):
     with pytest.raises(ValueError, match="targets"):
         pad_targets(targets)
+
+
+@pytest.mark.parametrize("targets, message", [
+    ({"labels": torch.tensor([1]), "boxes": torch.zeros(1, 4)},
+     "pad_targets: targets must be a non-empty list of dicts, got dict"),
+    ([], "pad_targets: targets must be a non-empty list of dicts, got list of length 0"),
+    ([{"boxes": torch.zeros(1, 4)}], "pad_targets: targets[0] must be a dict with 'labels' and 'boxes'"),
+    ([{"labels": torch.tensor([1])}, {"labels": torch.tensor([1])}],
+     "pad_targets: targets[0] must be a dict with 'labels' and 'boxes'"),
+    ([{"labels": torch.tensor([1]), "boxes": torch.zeros(1, 4)}, {"labels": torch.tensor([[1], [2]]),
+                                                                   "boxes": torch.zeros(2, 4)}],
+     "pad_targets: targets[1] must hold labels [n] and boxes [n, 4], got labels (2, 1) and boxes (2, 4)"),
+])
+def test_pad_targets_names_what_is_wrong(targets, message):
+    with pytest.raises(ValueError) as error:
+        pad_targets(targets)
+    assert str(error.value) == message
+
+
+def test_dn_loss_targets_names_gts_that_do_not_fit_the_queries():
+    labels, boxes, counts = good_inputs()
+    dn = build_dn_queries_reference(labels, boxes, counts, num_classes=5, num_queries=4)
+    with pytest.raises(ValueError) as error:
+        dn_loss_targets(dn, labels, boxes[:, :2])  # the batch fits, the gt count does not
+    assert str(error.value) == ("dn_loss_targets: gt_labels must be [B, G] and gt_boxes [B, G, 4] with B = 2, "
+                                "got (2, 3) and (2, 2, 4)")
+    with pytest.raises(ValueError, match=r"with B = 2, got \(1, 3\) and \(1, 3, 4\)"):
+        dn_loss_targets(dn, labels[:1], boxes[:1])
 
 
 def test_split_dn_outputs_rejects_num_dn_beyond_the_queries():

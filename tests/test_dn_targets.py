@@ -11,6 +11,8 @@ def test_split_dn_outputs_along_the_query_dim():
     assert torch.equal(torch.cat([dn_part, match_part], dim=-2), outputs)
     logits_dn, logits_match = split_dn_outputs(torch.zeros(3, 9, 7), 0)
     assert logits_dn.shape == (3, 0, 7) and logits_match.shape == (3, 9, 7)
+    logits_dn, logits_match = split_dn_outputs(torch.zeros(3, 9, 7), 9)  # DN queries only
+    assert logits_dn.shape == (3, 9, 7) and logits_match.shape == (3, 0, 7)
 
 
 def test_dn_loss_targets_positive_negative_and_padding():
@@ -37,4 +39,4 @@ def test_dn_loss_targets_without_gts():
                           max_gt=2)
     tgt_labels, tgt_boxes, box_mask = dn_loss_targets(dn, gt_labels, gt_boxes)
     assert (tgt_labels == 3).all() and (tgt_boxes == 0).all() and not box_mask.any()
-    assert tgt_labels.shape == (2, dn.num_dn) == (2, 10)
+    assert tgt_labels.shape == (2, dn.num_dn) == (2, 10) and tgt_boxes.shape == (2, 10, 4)

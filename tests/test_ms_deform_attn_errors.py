@@ -67,6 +67,15 @@ def test_bad_input_names_the_argument(entry_point, case):
         ENTRY_POINTS[entry_point](*corrupt(make_inputs()))
 
 
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+@pytest.mark.parametrize("shapes", [[[5, 7], [-3, 2]], [[5, 7], [3, -2]]], ids=["H<0", "W<0"])
+def test_one_negative_side_is_named_as_negative(entry_point, shapes):
+    """Its area is negative too (so the areas miss S): the message names the sign, the cause."""
+    corrupt, _ = replace("spatial_shapes", lambda t: torch.tensor(shapes))
+    with pytest.raises(ValueError, match="ms_deform_attn: spatial_shapes must be non-negative"):
+        ENTRY_POINTS[entry_point](*corrupt(make_inputs()))
+
+
 def test_not_a_tensor_names_the_argument():
     inputs = list(make_inputs())
     inputs[1] = [[5, 7], [3, 2]]

@@ -73,9 +73,10 @@ def test_degenerate_sizes_match_reference(device, sizes):
     assert_matches_reference(make_inputs(device=device, **sizes), tolerance=0)
 
 
-def test_an_empty_level_contributes_nothing(device):
-    """A 0 x 3 level gives the same as leaving that level out, in the op and in the reference."""
-    levels = [(5, 7), (0, 3), (3, 2)]
+@pytest.mark.parametrize("empty_level", [(0, 3), (3, 0)], ids=["H=0", "W=0"])
+def test_an_empty_level_contributes_nothing(device, empty_level):
+    """A 0 x 3 or 3 x 0 level gives the same as leaving that level out, in the op and in the reference."""
+    levels = [(5, 7), empty_level, (3, 2)]
     value, spatial_shapes, level_start_index, locations, weights = make_inputs(levels=levels, device=device)
     kept = [0, 2]
     without = (value, spatial_shapes[kept], level_start_index[kept], locations[:, :, :, kept], weights[:, :, :, kept])

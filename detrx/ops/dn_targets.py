@@ -23,7 +23,7 @@ def pad_targets(targets):
                              f"{tuple(labels.shape)} and boxes {tuple(boxes.shape)}")
     gt_labels = pad_sequence([t["labels"].long() for t in targets], batch_first=True)  # [B, G]
     gt_boxes = pad_sequence([t["boxes"] for t in targets], batch_first=True)           # [B, G, 4]
-    gt_counts = torch.tensor([len(t["labels"]) for t in targets], dtype=torch.int64, device=gt_labels.device)
+    gt_counts = torch.tensor([len(t["labels"]) for t in targets], device=gt_labels.device)  # int64, as ints
     return gt_labels, gt_boxes, gt_counts
 
 
