@@ -187,18 +187,30 @@ def test_label_flip_rate_and_uniform_classes():
     assert (others - others.mean()).abs().max() < 5 * others.mean().sqrt()
 
 
-def test_same_generator_same_queries_and_other_seed_differs():
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+def test_same_generator_same_queries_and_other_seed_differs(builder):
     labels, boxes, counts = random_gts(4, 10, 6, torch.Generator().manual_seed(8))
     kwargs = dict(num_classes=6, num_queries=4, contrastive=True, noise_style="dino")
-    first = build_dn_queries(labels, boxes, counts, generator=torch.Generator().manual_seed(9), **kwargs)
-    again = build_dn_queries(labels, boxes, counts, generator=torch.Generator().manual_seed(9), **kwargs)
-    other = build_dn_queries(labels, boxes, counts, generator=torch.Generator().manual_seed(10), **kwargs)
+    torch.manual_seed(1)  # the global seed plays no part
+    first = builder(labels, boxes, counts, generator=torch.Generator().manual_seed(9), **kwargs)
+    torch.manual_seed(2)
+    again = builder(labels, boxes, counts, generator=torch.Generator().manual_seed(9), **kwargs)
+    other = builder(labels, boxes, counts, generator=torch.Generator().manual_seed(10), **kwargs)
     assert_same_queries(again, first, atol=0)
     assert not torch.equal(other.boxes, first.boxes)
     torch.manual_seed(11)
-    default_first = build_dn_queries(labels, boxes, counts, **kwargs)
+    default_first = builder(labels, boxes, counts, **kwargs)
     torch.manual_seed(11)
-    assert_same_queries(build_dn_queries(labels, boxes, counts, **kwargs), default_first, atol=0)
+    assert_same_queries(builder(labels, boxes, counts, **kwargs), default_first, atol=0)
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_result_dtypes(builder, dtype):
+    labels, boxes, counts = random_gts(3, 4, 5, torch.Generator().manual_seed(0), dtype)
+    dn = builder(labels, boxes, counts, num_classes=5, num_queries=4, contrastive=True)
+    assert (dn.labels.dtype, dn.boxes.dtype, dn.gt_index.dtype) == (torch.int64, dtype, torch.int64)
+    assert {t.dtype for t in (dn.positive, dn.valid, dn.attn_mask, dn.shared_attn_mask)} == {torch.bool}
 
 
 def test_counter_noise_is_uniform():

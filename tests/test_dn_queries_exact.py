@@ -104,16 +104,19 @@ EDGE_BOXES = torch.tensor([[[0.5, 0.5, 1.0, 1.0],       # the whole image
 @pytest.mark.parametrize("box_noise_scale", [1.0, 2.5])
 def test_boxes_at_the_image_edges_are_clamped_like_the_reference(noise_style, box_noise_scale):
     """Noise that pushes boxes out of the image (edge boxes, negatives, scale above 1) is clamped to
-    it the same way by the op and the reference; uniforms of exactly 0 and 0.5 (the sign's switch)
-    included."""
+    it the same way by the op and the reference, and the labels are the same, with uniforms at the
+    switches: 0 and 0.5 (the box noise's sign), the flip ratio itself, and 1 for the class drawn."""
     noise = torch.rand(1, 20 * 2 * 4, 6, generator=torch.Generator().manual_seed(3))
     noise[0, :8, 2:] = 0.5
     noise[0, 8:16, 2:] = 0.0
+    noise[0, 16:24, 0] = 0.5  # equal to the ratio: kept
+    noise[0, 24:32, :2] = torch.tensor([0.0, 1.0])  # flipped, to the last class
     kwargs = dict(num_classes=5, num_queries=4, num_groups=20, contrastive=True, noise_style=noise_style,
-                  box_noise_scale=box_noise_scale, noise=noise)
+                  box_noise_scale=box_noise_scale, label_noise_ratio=0.5, noise=noise)
     gts = torch.tensor([[0, 1, 2, 3]]), EDGE_BOXES, torch.tensor([4])
     fused, expected = build_dn_queries(*gts, **kwargs), build_dn_queries_reference(*gts, **kwargs)
-    assert torch.equal(fused.boxes, expected.boxes)
+    assert torch.equal(fused.boxes, expected.boxes) and torch.equal(fused.labels, expected.labels)
+    assert expected.labels[0, 16:24].tolist() == [0, 1, 2, 3] * 2 and (expected.labels[0, 24:32] == 4).all()
     boxes = expected.boxes[expected.valid]  # [K, 4]
     assert ((boxes >= 0) & (boxes <= 1)).all() and (boxes[:, 2:] >= MIN_BOX_SIZE).all()
     if box_noise_scale > 1:  # the clamps were reached

@@ -80,7 +80,7 @@ def build_dn_queries_reference(gt_labels, gt_boxes, gt_counts, num_classes, num_
     copies = 2 * num_groups if contrastive else num_groups
     total = labels.numel()
     copy = torch.arange(copies, device=device).repeat_interleave(total)                        # [C*T]
-    negative = copy % 2 == 1 if contrastive else torch.zeros_like(copy, dtype=torch.bool)
+    negative = (copy % 2 == 1) & contrastive                                                  # [C*T]
     known_labels, known_boxes = labels.repeat(copies), boxes.repeat(copies, 1)
     known_image, known_gt = image.repeat(copies), gt_in_image.repeat(copies)
     known_slot = copy * max_gt + known_gt
@@ -93,12 +93,12 @@ def build_dn_queries_reference(gt_labels, gt_boxes, gt_counts, num_classes, num_
     drawn = (u[:, 1] * num_classes).long().clamp(max=num_classes - 1)
     noisy_labels = torch.where(flip, drawn, known_labels)
     compute_dtype = torch.float32 if gt_boxes.dtype in (torch.float16, torch.bfloat16) else gt_boxes.dtype
-    factor = _noise_factor(u[:, 2:], negative).to(compute_dtype)
+    factor = _noise_factor(u[:, 2:], negative)  # float32, exact in compute_dtype
     noisy_boxes = _noisy_boxes(known_boxes.to(compute_dtype), factor, box_noise_scale, noise_style, min_box_size)
 
-    out_labels = torch.full((B, K), num_classes, dtype=torch.int64, device=device)
+    out_labels = torch.full((B, K), num_classes, device=device)  # int64, as an int fills it
     out_boxes = torch.zeros((B, K, 4), dtype=gt_boxes.dtype, device=device)
-    gt_index = torch.full((B, K), -1, dtype=torch.int64, device=device)
+    gt_index = torch.full((B, K), -1, device=device)  # int64
     valid = torch.zeros((B, K), dtype=torch.bool, device=device)
     out_labels[known_image, known_slot] = noisy_labels
     out_boxes[known_image, known_slot] = noisy_boxes.to(gt_boxes.dtype)
