@@ -147,6 +147,29 @@ def test_split_dn_outputs_rejects_num_dn_beyond_the_queries():
         split_dn_outputs(torch.zeros(2, 10, 4), 11)
 
 
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+@pytest.mark.parametrize("index, name", [(0, "gt_labels"), (1, "gt_boxes"), (2, "gt_counts")])
+def test_a_bad_gt_tensor_is_named_with_what_was_expected(builder, index, name):
+    inputs = list(good_inputs())
+    inputs[index] = inputs[index].tolist()
+    with pytest.raises(ValueError, match=f"^build_dn_queries: {name} must be a torch.Tensor, got list$"):
+        builder(*inputs, num_classes=5, num_queries=4)
+    if index == 0:
+        return
+    inputs = list(good_inputs())
+    inputs[index] = inputs[index].to("meta")  # a second device on machines without a GPU
+    with pytest.raises(ValueError, match=f"^build_dn_queries: {name} must be on gt_labels' device cpu, got meta$"):
+        builder(*inputs, num_classes=5, num_queries=4)
+
+
+def test_gt_boxes_of_the_wrong_shape_name_the_expected_one():
+    labels, boxes, counts = good_inputs()
+    with pytest.raises(ValueError) as error:
+        build_dn_queries_reference(labels, boxes[..., :3], counts, num_classes=5, num_queries=4)
+    assert str(error.value) == ("build_dn_queries: gt_boxes must be [B, G, 4] = (2, 3, 4) (B, G from gt_labels), "
+                                "got (2, 3, 3)")
+
+
 GT_VALUE_CASES = [name for name in BAD_INPUTS if name in (
     "label >= num_classes", "negative label", "nan box", "inf box", "count > G", "negative count", "max_gt below a count")]
 

@@ -236,6 +236,16 @@ def test_dn_number_sets_groups_from_the_budget(contrastive):
 
 
 @pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+@pytest.mark.parametrize("count, num_groups", [(1, 5), (0, 1)], ids=["one gt", "no gt"])
+def test_dn_number_with_groups_of_one_or_no_gt(builder, count, num_groups):
+    """Groups of one gt: the budget of 5 is 5 groups; without gts one empty group."""
+    labels, boxes, _ = random_gts(2, 1, 3, torch.Generator().manual_seed(14), counts=torch.tensor([1, 1]))
+    dn = builder(labels[:, :count], boxes[:, :count], torch.tensor([count, 0]), num_classes=3, num_queries=2,
+                 num_groups=3, dn_number=5)
+    assert (dn.group_size, dn.num_groups, dn.num_dn) == (count, num_groups, count * num_groups)
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
 def test_batch_without_gts_blocks_nothing(builder):
     dn = builder(torch.zeros(2, 0, dtype=torch.int64), torch.zeros(2, 0, 4), torch.zeros(2, dtype=torch.int64),
                  num_classes=3, num_queries=5, contrastive=True)
