@@ -67,7 +67,7 @@ BAD_INPUTS = {  # name: (inputs, keyword arguments, words the message must conta
 def test_bad_input_raises_value_error(builder, case):
     inputs, kwargs, argument = BAD_INPUTS[case]
     kwargs = {"num_classes": 5, "num_queries": 4, **kwargs}
-    with pytest.raises(ValueError, match=argument):
+    with pytest.raises(ValueError, match=rf"dn_queries: {argument}\b"):  # the message starts with the argument
         builder(*inputs, **kwargs)
 
 
