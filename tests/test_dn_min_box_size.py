@@ -36,3 +36,10 @@ def test_bad_min_box_size_is_refused(builder, min_box_size):
     labels, boxes, counts = _thin_boxes()
     with pytest.raises(ValueError, match="min_box_size"):
         builder(labels, boxes, counts, num_classes=3, num_queries=2, min_box_size=min_box_size)
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+def test_min_box_size_of_one_makes_every_box_the_whole_side(builder):
+    labels, boxes, counts = _thin_boxes()
+    dn = builder(labels, boxes, counts, num_classes=3, num_queries=2, min_box_size=1.0)
+    assert (dn.boxes[dn.valid][:, 2:] == 1).all()

@@ -319,3 +319,11 @@ def test_cuda_matches_cpu_without_sync(contrastive):
         torch.cuda.set_sync_debug_mode("default")
     on_gpu = on_gpu._replace(**{name: getattr(on_gpu, name).cpu() for name in TENSOR_FIELDS})
     assert_same_queries(on_gpu, on_cpu, atol=1e-6)
+
+
+@pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
+def test_no_box_noise_leaves_the_gt_boxes(builder):
+    labels, boxes, counts = random_gts(3, 4, 5, torch.Generator().manual_seed(15), counts=torch.tensor([4, 1, 3]))
+    dn = builder(labels, boxes, counts, num_classes=5, num_queries=2, num_groups=3, box_noise_scale=0.0)
+    gt_boxes = boxes[torch.arange(3)[:, None], dn.gt_index.clamp(min=0)]  # [B, K, 4]
+    assert torch.equal(dn.boxes[dn.valid], gt_boxes[dn.valid])

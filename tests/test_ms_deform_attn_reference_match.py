@@ -1,4 +1,6 @@
 """The compiled ms_deform_attn matches the grid_sample reference: outputs and all three gradients."""
+import warnings
+
 import pytest
 import torch
 
@@ -99,3 +101,15 @@ def test_nan_value_under_a_zero_weight_tap_propagates(device, channels):
     inputs = (value,) + inputs[1:]
     assert ms_deform_attn_reference(*inputs).isnan().all()
     assert ms_deform_attn(*inputs).isnan().all()
+
+
+@pytest.mark.parametrize("value_dtype", [torch.float64, torch.bfloat16])
+def test_reference_raises_no_warning_and_keeps_values_dtype(value_dtype):
+    """grid_sample warns when align_corners is left to its default: the reference sets it. A bfloat16
+    value comes with float32 locations and weights (as under autocast)."""
+    compute_dtype = torch.float64 if value_dtype == torch.float64 else torch.float32
+    value, *others = make_inputs(levels=[(5, 7), (0, 3), (3, 2)], dtype=compute_dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        output = ms_deform_attn_reference(value.to(value_dtype), *others)
+    assert output.dtype == value_dtype

@@ -5,6 +5,7 @@ Layout: K = num_groups * group_size DN slots come first, then the N matching que
 group, slot r < max_gt is the positive copy of gt r; with contrastive groups (group_size =
 2 * max_gt) slot max_gt + r is the negative copy of gt r.
 """
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -63,7 +64,7 @@ def check_dn_args(gt_labels, gt_boxes, gt_counts, num_classes, num_queries, num_
         _fail(f"max_gt must be None or an int >= 0, got {max_gt!r}")
     if not 0 <= label_noise_ratio <= 1:
         _fail(f"label_noise_ratio must be in [0, 1], got {label_noise_ratio!r}")
-    if not 0 <= box_noise_scale < float("inf"):
+    if not (math.isfinite(box_noise_scale) and box_noise_scale >= 0):
         _fail(f"box_noise_scale must be finite and >= 0, got {box_noise_scale!r}")
     if noise_style not in NOISE_STYLES:
         _fail(f"noise_style must be one of {NOISE_STYLES}, got {noise_style!r}")

@@ -132,25 +132,23 @@ def ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_
     else:
         flat = _check_shapes_list(spatial_shapes_list, spatial_shapes.shape[0], value.shape[1])
         shapes = list(zip(flat[0::2], flat[1::2]))
-    if value.dtype != sampling_locations.dtype:
-        return ms_deform_attn_reference(value.to(sampling_locations.dtype), spatial_shapes, level_start_index,
-                                        sampling_locations, attention_weights, spatial_shapes_list).to(value.dtype)
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
-    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    compute_value = value.to(sampling_locations.dtype)  # float32 for a float16/bfloat16 value under autocast
+    value_per_level = compute_value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] coordinates
     samples = []
     for level, (h, w) in enumerate(shapes):
         if h * w == 0:  # an empty map has no pixel to sample (grid_sample refuses it)
-            samples.append(value.new_zeros(N * M, D, Lq, P))
+            samples.append(compute_value.new_zeros(N * M, D, Lq, P))
             continue
         level_value = value_per_level[level].flatten(2).transpose(1, 2).reshape(N * M, D, h, w)
         level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [N*M, Lq, P, 2]
-        samples.append(F.grid_sample(level_value, level_grid, mode="bilinear",
-                                     padding_mode="zeros", align_corners=False))  # [N*M, D, Lq, P]
+        samples.append(F.grid_sample(  # pragma: no mutate (each is the default; set to silence a warning)
+            level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False))  # [N*M, D, Lq, P]
     weights = attention_weights.transpose(1, 2).reshape(N * M, 1, Lq, L * P)
     output = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)  # [N*M, D, Lq]
-    return output.view(N, M * D, Lq).transpose(1, 2).contiguous()
+    return output.view(N, M * D, Lq).transpose(1, 2).contiguous().to(value.dtype)
 
 
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
