@@ -37,3 +37,13 @@ def test_every_option_is_described(module_name, monkeypatch):
             continue
         assert action.help and action.help.strip(), f"{action.option_strings} has no help"
         assert action.option_strings[-1] in text
+
+
+@pytest.mark.parametrize("module_name", ["detrx.export", "detrx.data.check"])
+def test_laid_out_description_keeps_its_lines(module_name, monkeypatch):
+    """The tools whose description is laid out (a usage example on its own lines, a list of checks)
+    show it in --help line by line, not refilled into paragraphs like the others' prose."""
+    parser = _parser_of(module_name, monkeypatch)
+    help_lines = parser.format_help().splitlines()
+    for line in parser.description.strip().splitlines():
+        assert line in help_lines, line

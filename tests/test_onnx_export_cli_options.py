@@ -119,3 +119,10 @@ def test_runtime_op_and_trt_plugin_together_are_refused(tmp_path, capsys):
         main(["--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "model.onnx"),
               "--runtime-op", "--trt-plugin"])
     assert "--trt-plugin and --runtime-op are two ways of writing MSDA: choose one" in capsys.readouterr().err
+
+
+def test_checkpoint_and_out_are_required(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dynamic"])
+    assert exit_info.value.code == 2
+    assert "error: the following arguments are required: --checkpoint, --out" in capsys.readouterr().err
