@@ -184,8 +184,10 @@ def test_device_side_gt_check_refuses_what_the_host_check_refuses(case):
     max_gt = kwargs.get("max_gt", labels.shape[1])
     with pytest.raises(ValueError, match=argument):
         check_dn_values(labels, boxes, counts, 5, max_gt)
-    with pytest.raises(RuntimeError, match="build_dn_queries: bad gts"):
+    with pytest.raises(RuntimeError) as error:
         assert_dn_values_async(labels, boxes, counts, 5, max_gt)
+    assert str(error.value) == ("build_dn_queries: bad gts (a count outside [0, min(G, max_gt)], a label outside "
+                                "[0, num_classes) or a non-finite box)")
 
 
 def test_device_side_gt_check_passes_gts_at_their_bounds():
