@@ -321,6 +321,30 @@ def test_cuda_matches_cpu_without_sync(contrastive):
     assert_same_queries(on_gpu, on_cpu, atol=1e-6)
 
 
+@requires_cuda
+def test_cuda_inputs_give_cuda_results_from_every_entry_point():
+    """The reference, pad_targets, and the op with the default generator or an unknown max_gt, all on
+    the GPU; the reference with the same noise equals the CPU's."""
+    labels, boxes, counts = random_gts(3, 5, 9, torch.Generator().manual_seed(20), counts=torch.tensor([5, 0, 2]))
+    noise = torch.rand(3, 2 * 10, 6, generator=torch.Generator().manual_seed(21))
+    kwargs = dict(num_classes=9, num_queries=4, num_groups=2, contrastive=True, noise_style="dino")
+    on_cpu = build_dn_queries_reference(labels, boxes, counts, noise=noise, **kwargs)
+    cuda = [t.cuda() for t in (labels, boxes, counts)]
+    on_gpu = build_dn_queries_reference(*cuda, noise=noise.cuda(), **kwargs)
+    assert all(getattr(on_gpu, name).is_cuda for name in TENSOR_FIELDS)
+    assert_same_queries(on_gpu._replace(**{name: getattr(on_gpu, name).cpu() for name in TENSOR_FIELDS}), on_cpu, 1e-6)
+    assert build_dn_queries_reference(*cuda, generator=torch.Generator("cuda").manual_seed(3), **kwargs).boxes.is_cuda
+    for max_gt in (None, 5):  # read from the GPU, or checked there without a read
+        assert all(getattr(build_dn_queries(*cuda, max_gt=max_gt, **kwargs), name).is_cuda for name in TENSOR_FIELDS)
+    bad_labels = cuda[0].clone()
+    bad_labels[0, 1] = 9
+    with pytest.raises(ValueError, match="gt_labels must be in"):  # without max_gt the gts are read, so checked
+        build_dn_queries(bad_labels, *cuda[1:], **kwargs)
+    targets = [{"labels": labels[b, :n], "boxes": boxes[b, :n]} for b, n in enumerate(counts.tolist())]
+    padded = pad_targets([{key: value.cuda() for key, value in target.items()} for target in targets])
+    assert all(t.is_cuda for t in padded) and padded[2].tolist() == [5, 0, 2]
+
+
 @pytest.mark.parametrize("builder", [build_dn_queries, build_dn_queries_reference])
 def test_no_box_noise_leaves_the_gt_boxes(builder):
     labels, boxes, counts = random_gts(3, 4, 5, torch.Generator().manual_seed(15), counts=torch.tensor([4, 1, 3]))
