@@ -34,7 +34,7 @@ def test_op_and_reference_floor_sizes_at_min_box_size(min_box_size):
 @pytest.mark.parametrize("min_box_size", [0.0, -1e-3, 1.5])
 def test_bad_min_box_size_is_refused(builder, min_box_size):
     labels, boxes, counts = _thin_boxes()
-    with pytest.raises(ValueError, match="min_box_size"):
+    with pytest.raises(ValueError, match=rf"^build_dn_queries: min_box_size must be in \(0, 1\], got {min_box_size}$"):
         builder(labels, boxes, counts, num_classes=3, num_queries=2, min_box_size=min_box_size)
 
 
