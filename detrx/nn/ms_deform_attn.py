@@ -85,7 +85,7 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(N, Lq, M, L * P).softmax(-1).view(N, Lq, M, L, P)
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: divide by (W, H)
-            level_size = input_spatial_shapes.flip(-1).to(offsets.dtype)  # [L, 2] (W, H)
+            level_size = input_spatial_shapes.flip(1)  # [L, 2] (W, H), int64: the division promotes it
             locations = reference_points[:, :, None, :, None, :] + offsets / level_size[None, None, None, :, None, :]
         else:
             # offsets are relative to the box: P points spread over its half-size
