@@ -133,3 +133,28 @@ def test_bad_padding_mask_names_the_argument():
 def test_heads_must_divide_d_model():
     with pytest.raises(ValueError, match="divisible by n_heads"):
         MSDeformAttn(d_model=30, n_heads=8)
+
+
+def test_samples_in_the_modules_dtype_whatever_the_reference_points_dtype():
+    """A float32 module given float64 reference points (anchors computed in double) samples in float32,
+    like one given float32 points."""
+    module = trained_module().float()
+    query, reference_points, input_flatten, spatial_shapes, level_start_index = module_inputs(4)
+    single = [query.float(), reference_points.float(), input_flatten.float(), spatial_shapes, level_start_index]
+    output = module(single[0], reference_points, *single[2:])
+    assert output.dtype == torch.float32
+    torch.testing.assert_close(output, module(*single), rtol=0, atol=1e-6)
+
+
+def test_runs_under_autocast(device):
+    """Under autocast the projections give a low-precision value, while the softmax may be float32
+    (it is on CUDA): the op gets locations and weights in one dtype."""
+    module = trained_module().float().to(device)
+    query, reference_points, input_flatten, spatial_shapes, level_start_index = module_inputs(2)
+    single = [query.float(), reference_points.float(), input_flatten.float(), spatial_shapes, level_start_index]
+    single = [tensor.to(device) for tensor in single]
+    low = torch.bfloat16 if device == "cpu" else torch.float16
+    with torch.autocast(device, dtype=low):
+        output = module(*single)
+    assert output.dtype == low
+    torch.testing.assert_close(output.float(), module(*single), rtol=0, atol=0.1)
