@@ -34,7 +34,7 @@ class MSDeformAttn(nn.Module):
         """The paper's initialisation: head h starts sampling along direction 2*pi*h/M, point p at
         distance p+1 (in pixels of each level), with uniform attention over all samples."""
         nn.init.zeros_(self.sampling_offsets.weight)
-        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        angles = torch.arange(self.n_heads) * (2.0 * math.pi / self.n_heads)  # [M], the default float dtype
         directions = torch.stack([angles.cos(), angles.sin()], -1)  # [M, 2]
         directions = directions / directions.abs().max(-1, keepdim=True).values  # onto the unit square
         distances = torch.arange(1, self.n_points + 1, dtype=torch.float32)  # [P]
