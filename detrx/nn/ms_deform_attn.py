@@ -35,9 +35,9 @@ class MSDeformAttn(nn.Module):
         distance p+1 (in pixels of each level), with uniform attention over all samples."""
         nn.init.zeros_(self.sampling_offsets.weight)
         angles = torch.arange(self.n_heads) * (2.0 * math.pi / self.n_heads)  # [M], the default float dtype
-        directions = torch.stack([angles.cos(), angles.sin()], -1)  # [M, 2]
-        directions = directions / directions.abs().max(-1, keepdim=True).values  # onto the unit square
-        distances = torch.arange(1, self.n_points + 1, dtype=torch.float32)  # [P]
+        directions = torch.stack([angles.cos(), angles.sin()], 1)  # [M, 2]
+        directions = directions / directions.abs().max(1, keepdim=True).values  # onto the unit square
+        distances = torch.arange(1, self.n_points + 1)  # [P] int64, promoted by the product
         grid = directions[:, None, None, :] * distances[None, None, :, None]  # [M, 1, P, 2]
         grid = grid.expand(self.n_heads, self.n_levels, self.n_points, 2)
         with torch.no_grad():
