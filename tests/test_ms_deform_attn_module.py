@@ -158,3 +158,9 @@ def test_runs_under_autocast(device):
         output = module(*single)
     assert output.dtype == low
     torch.testing.assert_close(output.float(), module(*single), rtol=0, atol=0.1)
+
+
+def test_defaults_are_the_papers_settings():
+    module = MSDeformAttn()
+    assert (module.d_model, module.n_levels, module.n_heads, module.n_points) == (256, 4, 8, 4)
+    assert not module.use_reference and module.sampling_offsets.out_features == 8 * 4 * 4 * 2
